@@ -1,0 +1,1 @@
+//! FUSE adapter (issue 3): a thin fuser layer over a read-only tree trait.

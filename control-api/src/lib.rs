@@ -1,0 +1,1 @@
+//! REST control plane adapter (issue 4): axum routes over a backend trait.

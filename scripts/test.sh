@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs the format check, clippy with
+# warnings denied, and every test (unit, end-to-end with the real binary, property tests).
+# Usage: scripts/test.sh            (from anywhere; CI runs it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# System packages the tests use: setpriv (util-linux) to run as an unprivileged user,
+# fuse3 for the FUSE mount tests.
+need_pkgs=()
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "WARNING: missing ${need_pkgs[*]} and cannot install them (not root or no apt-get)" >&2
+  fi
+fi
+
+log "rustfmt"
+cargo fmt --all -- --check
+
+log "clippy (warnings denied)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "core builds without the CLI wiring, and depends on no adapter crate"
+cargo build -q -p ccfs --lib --no-default-features
+if cargo tree -p ccfs --no-default-features -e normal --prefix none | grep -Eq '^(fuser|axum|clap|nix) '; then
+  echo "the ccfs core must not depend on fuser, axum, clap or nix" >&2
+  exit 1
+fi
+
+log "tests"
+export CI="${CI:-true}"   # insta: never write snapshots in the test command, fail on mismatch
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log

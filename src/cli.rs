@@ -1,0 +1,499 @@
+//! Command-line interface: parses arguments, opens the store, runs core functions with a
+//! progress bar and Ctrl-C cancellation, prints results as text or JSON.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use ccfs::format::{Chunking, CompressionMethod};
+use ccfs::progress::get;
+use ccfs::{CancellationToken, DirEntryInfo, Progress, Repo, Store, Version};
+
+#[derive(Parser, Debug)]
+#[command(name = "ccfs", version, about = "Deduplicated, immutable file-system versions in object-store buckets")]
+struct Cli {
+    /// Store URL: a directory path, file:///path, or memory:// (tests).
+    #[arg(long, global = true, env = "CCFS_STORE")]
+    store: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log verbosity (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Format or describe a store.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Create, list, browse and restore versions.
+    #[command(subcommand)]
+    Version(VersionCmd),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ChunkingArg {
+    Fastcdc,
+    Fixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompressionArg {
+    Auto,
+    Zstd,
+    None,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Format a store (creates a local directory if needed).
+    Init {
+        /// Average block size in KiB (power of two, 4 to 4096).
+        #[arg(long, default_value_t = 512)]
+        block_size_kb: u32,
+        #[arg(long, value_enum, default_value_t = ChunkingArg::Fastcdc)]
+        chunking: ChunkingArg,
+        #[arg(long, value_enum, default_value_t = CompressionArg::Auto)]
+        compression: CompressionArg,
+        /// zstd level (1-19).
+        #[arg(long, default_value_t = 3)]
+        zstd_level: i32,
+        /// Target pack object size in MiB.
+        #[arg(long, default_value_t = 16)]
+        pack_size_mb: u32,
+        /// Re-format a store that already has a header (its versions become unreadable).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the store header and summary.
+    Info,
+}
+
+#[derive(Subcommand, Debug)]
+enum VersionCmd {
+    /// Scan a directory and commit it as a new version.
+    Create {
+        src: PathBuf,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Parent version (default: newest of the branch).
+        #[arg(long, conflicts_with = "no_parent")]
+        parent: Option<String>,
+        /// Read every file, ignoring earlier versions.
+        #[arg(long)]
+        no_parent: bool,
+        #[arg(long, default_value = "")]
+        desc: String,
+        /// Worker threads (0 = one per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// List versions, newest first.
+    List {
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Statistics of a version.
+    Stats {
+        #[arg(default_value = "latest")]
+        version: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// List a directory of a version.
+    Dir {
+        #[arg(default_value = "latest")]
+        version: String,
+        #[arg(long, default_value = "/")]
+        path: OsString,
+        /// Entries to show (0 = all).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// Write one file of a version to standard output.
+    Cat {
+        version: String,
+        path: OsString,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// Restore a version (or a sub-path) into an empty directory.
+    Checkout {
+        #[arg(default_value = "latest")]
+        version: String,
+        /// Target directory (created if absent; must be empty).
+        #[arg(long)]
+        to: PathBuf,
+        /// Sub-path of the version to restore, beginning with '/'.
+        #[arg(long)]
+        path: Option<OsString>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+}
+
+/// Exit status when the work completed but some files were skipped.
+const EXIT_PARTIAL: u8 = 3;
+/// Exit status after Ctrl-C.
+const EXIT_ABORTED: u8 = 130;
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ccfs-io").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ccfs: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nccfs: interrupted, stopping…");
+                cancel.cancel();
+            }
+        });
+    }
+    let json = cli.json;
+    match dispatch(cli, rt.handle().clone(), cancel) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ccfs::Error::Aborted) = e.downcast_ref::<ccfs::Error>() {
+                eprintln!("ccfs: aborted");
+                return ExitCode::from(EXIT_ABORTED);
+            }
+            if json {
+                println!("{}", json!({"status": "error", "error": format!("{e:#}")}));
+            }
+            eprintln!("ccfs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn store_url(cli: &Cli) -> Result<String> {
+    cli.store.clone().context("no store given: pass --store URL or set CCFS_STORE")
+}
+
+fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> Result<ExitCode> {
+    let url = store_url(&cli)?;
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Store(StoreCmd::Init { block_size_kb, chunking, compression, zstd_level, pack_size_mb, force }) => {
+            let store = Store::open(&url, rt, true)?;
+            let opts = ccfs::InitOptions {
+                block_size_kb,
+                chunking: match chunking {
+                    ChunkingArg::Fastcdc => Chunking::Fastcdc,
+                    ChunkingArg::Fixed => Chunking::Fixed,
+                },
+                compression: match compression {
+                    CompressionArg::Auto => CompressionMethod::Auto,
+                    CompressionArg::Zstd => CompressionMethod::Zstd,
+                    CompressionArg::None => CompressionMethod::None,
+                },
+                zstd_level,
+                pack_size_mb,
+                force,
+            };
+            let config = ccfs::init(&store, &opts)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"status": "OK", "store": store.url(), "config": config}))?
+                );
+            } else {
+                println!("formatted ccfs store {} (bucket {})", store.url(), store.bucket());
+                println!(
+                    "  block size {} KiB, chunking {:?}, hash {}, compression {:?}",
+                    config.block_size / 1024,
+                    config.chunking,
+                    config.hash_type,
+                    config.compression_method
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Store(StoreCmd::Info) => {
+            let repo = open_repo(&url, rt)?;
+            let summary = ccfs::store_summary(&repo)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"status": "OK", "bucket_name": repo.store().bucket(), "config": repo.config(), "summary": summary})
+                    )?
+                );
+            } else {
+                let c = repo.config();
+                println!("store        {}", repo.store().url());
+                println!("bucket       {}", repo.store().bucket());
+                println!("uuid         {}", c.store_uuid);
+                println!(
+                    "format       {} (block size {} KiB, {:?}, {}, compression {:?})",
+                    c.format_version,
+                    c.block_size / 1024,
+                    c.chunking,
+                    c.hash_type,
+                    c.compression_method
+                );
+                println!("versions     {} ({} deleted)", summary.versions_num, summary.deleted_versions_num);
+                println!(
+                    "data         {} in versions, {} stored (reduction ×{:.2})",
+                    human(summary.fs_total_data),
+                    human(summary.total_object_data),
+                    summary.total_data_reduction
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Version(v) => version_cmd(v, &url, json, rt, cancel),
+    }
+}
+
+fn open_repo(url: &str, rt: tokio::runtime::Handle) -> Result<Repo> {
+    let store = Store::open(url, rt, false)?;
+    Ok(Repo::open(store)?)
+}
+
+fn version_cmd(
+    cmd: VersionCmd,
+    url: &str,
+    json: bool,
+    rt: tokio::runtime::Handle,
+    cancel: CancellationToken,
+) -> Result<ExitCode> {
+    let repo = open_repo(url, rt)?;
+    match cmd {
+        VersionCmd::Create { src, branch, parent, no_parent, desc, threads } => {
+            let parent = match parent {
+                Some(p) => Some(repo.resolve(&p, &branch)?.version_id.clone()),
+                None => None,
+            };
+            let opts = ccfs::CreateOptions { branch, parent, no_parent, desc, threads };
+            let progress = Arc::new(Progress::new());
+            let bar = ProgressBar::start(progress.clone(), "create", json);
+            let res = ccfs::create_version(&repo, &src, &opts, progress.clone(), cancel);
+            bar.finish();
+            let out = res?;
+            let st = &out.stats;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"status": "OK", "version": out.manifest, "stats": st}))?
+                );
+            } else {
+                println!("created version {}", out.manifest.version_id);
+                println!(
+                    "  {} files, {} dirs, {}; {} new/changed files ({}); {} stored in {:.1}s",
+                    st.fs_num_files,
+                    st.fs_num_dirs,
+                    human(st.fs_total_data),
+                    st.diff_num_files,
+                    human(st.diff_file_data),
+                    human(st.version_object_data),
+                    progress.elapsed_secs()
+                );
+                print_skipped(&st.skipped);
+            }
+            Ok(if st.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+        }
+        VersionCmd::List { branch } => {
+            let versions = repo.versions(branch.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&versions)?);
+            } else {
+                for m in versions {
+                    println!("{}  {}  {}", m.version_id, m.push_end_time, m.version_desc);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VersionCmd::Stats { version, branch } => {
+            let m = repo.resolve(&version, &branch)?;
+            let st = repo.version_stats(&m)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"status": "OK", "version_id": m.version_id, "summary": st}))?
+                );
+            } else {
+                println!("version            {}", m.version_id);
+                println!("files / dirs       {} / {}", st.fs_num_files, st.fs_num_dirs);
+                println!("data               {}", human(st.fs_total_data));
+                println!(
+                    "new or changed     {} files ({}), {} dirs",
+                    st.diff_num_files,
+                    human(st.diff_file_data),
+                    st.diff_num_dirs
+                );
+                println!("stored by version  {} ({} new blocks)", human(st.version_object_data), st.new_blocks);
+                print_skipped(&st.skipped);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VersionCmd::Dir { version, path, count, offset, branch } => {
+            let m = repo.resolve(&version, &branch)?;
+            let v = Version::new(repo, m);
+            let entries = v.list(path.as_bytes(), offset, count)?;
+            let infos: Vec<DirEntryInfo> = entries.iter().map(DirEntryInfo::from).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&infos)?);
+            } else {
+                for i in infos {
+                    let link = if i.kind == "l" { format!(" -> {}", i.symlink_to) } else { String::new() };
+                    println!(
+                        "{} {:>3} {:>5} {:>5} {:>12} {} {}{}",
+                        i.permissions,
+                        i.nlinks,
+                        i.uid,
+                        i.gid,
+                        i.file_size,
+                        i.date,
+                        i.name.escape_debug(),
+                        link
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VersionCmd::Cat { version, path, branch } => {
+            let m = repo.resolve(&version, &branch)?;
+            let v = Version::new(repo, m);
+            let e = v.lookup(path.as_bytes())?;
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            v.copy_to(&e, &mut lock)?;
+            std::io::Write::flush(&mut lock).context("write to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        VersionCmd::Checkout { version, to, path, threads, branch } => {
+            let m = repo.resolve(&version, &branch)?;
+            let v = Version::new(repo, m);
+            let opts = ccfs::CheckoutOptions { path: path.map(|p| p.as_bytes().to_vec()), threads };
+            let progress = Arc::new(Progress::new());
+            let bar = ProgressBar::start(progress.clone(), "checkout", json);
+            let res = ccfs::checkout(&v, &to, &opts, progress.clone(), cancel);
+            bar.finish();
+            let out = res?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "status": "OK", "fs_dest": to, "version_id": v.manifest.version_id,
+                        "files": out.files, "dirs": out.dirs, "bytes": out.bytes,
+                        "ownership_skipped": out.ownership_skipped, "skipped": out.skipped,
+                    }))?
+                );
+            } else {
+                println!("restored {} to {}", v.manifest.version_id, to.display());
+                println!(
+                    "  {} files, {} dirs, {} in {:.1}s",
+                    out.files,
+                    out.dirs,
+                    human(out.bytes),
+                    progress.elapsed_secs()
+                );
+                if out.ownership_skipped {
+                    println!("  note: ownership not restored (not running as root)");
+                }
+                print_skipped(&out.skipped);
+            }
+            Ok(if out.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+        }
+    }
+}
+
+fn print_skipped(skipped: &[ccfs::format::Skipped]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("skipped {} entries:", skipped.len());
+    for s in skipped {
+        eprintln!("  {}: {}", s.path, s.reason);
+    }
+}
+
+fn human(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// A spinner on stderr fed from the operation's counters (hidden when stderr is not a terminal
+/// or output is JSON).
+struct ProgressBar {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    fn start(progress: Arc<Progress>, what: &'static str, json: bool) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bar = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(what);
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let fs = &progress.fs;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let secs = progress.elapsed_secs().max(0.001);
+                let read = get(&fs.fs_files_bytes_read);
+                let written = get(&fs.fs_files_bytes_written);
+                bar.set_message(format!(
+                    "{} files, {} dirs | read {} ({}/s) | {} in version | {} up | {} skipped",
+                    get(&fs.fs_created_files),
+                    get(&fs.fs_created_dirs),
+                    human(read),
+                    human((read as f64 / secs) as u64),
+                    human(written),
+                    human(get(&progress.bucket.write_blobs_bytes)),
+                    get(&fs.fs_files_skipped),
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            bar.finish_and_clear();
+        });
+        ProgressBar { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

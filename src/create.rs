@@ -1,0 +1,665 @@
+//! Version create: scan a directory tree and commit it as a new version.
+//!
+//! Pipeline (bounded end to end):
+//! - a walker thread lists directories in sorted order, reuses unchanged files from the parent
+//!   version, and sends one event per entry into a bounded queue; files to read become jobs on
+//!   a thread pool of `threads` workers;
+//! - workers read, chunk, hash, deduplicate and compress blocks (batches of blocks of one file
+//!   are compressed in parallel) and append new ones to the data pack writer;
+//! - the assembler (the calling thread) takes events in order, waits for each file's job,
+//!   builds each directory's tree when the directory is complete and appends new trees to the
+//!   tree pack writer;
+//! - sealed packs are uploaded with bounded parallelism.
+//!
+//! Commit writes the index, the stats and finally the manifest (create-if-absent).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunker::{chunk_stream, ChunkParams};
+use crate::codec::{self, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::{
+    BlobEntry, BlockRef, Entry, EntryKind, IndexFile, Loc, Manifest, Piece, Tree, TreeRef, VersionStats, FORMAT_VERSION,
+};
+use crate::fsmeta;
+use crate::ids::{validate_branch, BlockId, PackKind, TreeId, VersionId};
+use crate::pack::{compress, PackWriter, Uploader};
+use crate::progress::{add, Progress};
+use crate::repo::Repo;
+
+/// Options of a version create.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// Branch of the new version (default `main`).
+    pub branch: String,
+    /// Parent version; `None` means the newest version of the branch, if any.
+    pub parent: Option<VersionId>,
+    /// Do not use any parent (read every file).
+    pub no_parent: bool,
+    /// Version description (the API's `version_desc`).
+    pub desc: String,
+    /// Worker threads for reading, hashing and compressing; 0 means one per CPU.
+    pub threads: usize,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions { branch: "main".into(), parent: None, no_parent: false, desc: String::new(), threads: 0 }
+    }
+}
+
+/// What a create produced.
+#[derive(Clone, Debug)]
+pub struct CreateOutcome {
+    pub manifest: Manifest,
+    pub stats: VersionStats,
+}
+
+/// Deduplication map: blob id → where it lives. A slot is claimed by the first writer; others
+/// wait on it, so a block is written once even when two files hold it at the same time.
+struct Dedup {
+    slots: Mutex<HashMap<[u8; 32], Slot>>,
+}
+
+/// A blob's location once written; `None` when its write failed.
+type Slot = Arc<OnceLock<Option<Loc>>>;
+
+impl Dedup {
+    fn new(known: HashMap<[u8; 32], BlobEntry>) -> Self {
+        let slots = known
+            .into_iter()
+            .map(|(id, b)| {
+                let cell = OnceLock::new();
+                let _ = cell.set(Some(b.loc));
+                (id, Arc::new(cell))
+            })
+            .collect();
+        Dedup { slots: Mutex::new(slots) }
+    }
+
+    /// The location of `id`, writing it with `write` if this call is the first to need it.
+    /// Returns whether this call wrote it.
+    fn get_or_write(&self, id: [u8; 32], write: impl FnOnce() -> Result<Loc>) -> Result<(Loc, bool)> {
+        let cell = self.slots.lock().expect("dedup map poisoned").entry(id).or_default().clone();
+        let mut wrote = false;
+        let mut err = None;
+        let loc = cell.get_or_init(|| match write() {
+            Ok(l) => {
+                wrote = true;
+                Some(l)
+            }
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        });
+        match (loc, err) {
+            (_, Some(e)) => Err(e),
+            (Some(l), None) => Ok((*l, wrote)),
+            (None, None) => Err(Error::Internal(format!("blob {} failed to write earlier", hex::encode(id)))),
+        }
+    }
+}
+
+/// Shared state of one create.
+struct Ctx {
+    repo: Repo,
+    params: ChunkParams,
+    dedup: Dedup,
+    data: PackWriter,
+    trees: PackWriter,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+    pool: rayon::ThreadPool,
+    new_blocks: std::sync::atomic::AtomicU64,
+    new_block_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Result of reading one file.
+struct FileResult {
+    content: Vec<Piece>,
+    size: u64,
+}
+
+/// Why a file job did not produce content.
+enum JobError {
+    /// The file could not be read: skip it, keep going.
+    Skip(String),
+    /// The whole create must stop.
+    Fatal(Error),
+}
+
+enum Event {
+    Enter(Entry),
+    Leaf(Entry),
+    File(Entry, Receiver<Result<FileResult, JobError>>),
+    /// A further hard link to a group whose first member came earlier.
+    Link(Entry),
+    Leave,
+    /// The walker could not continue.
+    Failed(Error),
+}
+
+/// Scan `src` and commit it as a new version of `repo`.
+///
+/// Files that cannot be read are skipped and listed in the outcome's stats; they never abort
+/// the version. A cancelled or failed create leaves no version; packs it uploaded are reused by
+/// the next create.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `src` is not a readable directory, [`Error::Aborted`] when
+/// cancelled, store errors.
+#[tracing::instrument(skip_all, fields(src = %src.display(), branch = %opts.branch))]
+pub fn create_version(
+    repo: &Repo,
+    src: &Path,
+    opts: &CreateOptions,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<CreateOutcome> {
+    validate_branch(&opts.branch)?;
+    let root_md =
+        std::fs::metadata(src).map_err(|e| Error::InvalidArgument(format!("source {}: {e}", src.display())))?;
+    if !root_md.is_dir() {
+        return Err(Error::InvalidArgument(format!("source {} is not a directory", src.display())));
+    }
+    std::fs::read_dir(src).map_err(|e| Error::InvalidArgument(format!("source {}: {e}", src.display())))?;
+    let push_start = crate::time::now_display();
+    let repo = repo.with_progress(progress.clone());
+
+    let parent = if opts.no_parent {
+        None
+    } else if let Some(p) = &opts.parent {
+        Some(repo.manifest(p)?)
+    } else {
+        repo.latest(&opts.branch)?
+    };
+    let parent_root: Option<Entry> = match &parent {
+        Some(m) => repo.tree(&m.root)?.entries.first().cloned(),
+        None => None,
+    };
+
+    let threads =
+        if opts.threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { opts.threads };
+    let uploader = Arc::new(Uploader::new(repo.store().clone(), threads.max(2) * 2));
+    let config = repo.config().clone();
+    let ctx = Arc::new(Ctx {
+        params: ChunkParams::of(&config),
+        dedup: Dedup::new(repo.known_blobs()?),
+        data: PackWriter::new(PackKind::Data, config.pack_size as usize, uploader.clone()),
+        trees: PackWriter::new(PackKind::Tree, (config.pack_size as usize / 4).max(1 << 20), uploader.clone()),
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ccfs-create-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
+        new_blocks: Default::default(),
+        new_block_bytes: Default::default(),
+        repo: repo.clone(),
+    });
+
+    let (tx, rx) = bounded::<Event>(4096);
+    let walker = {
+        let ctx = ctx.clone();
+        let src = src.to_path_buf();
+        std::thread::Builder::new()
+            .name("ccfs-walk".into())
+            .spawn(move || {
+                let mut w = Walker { ctx: &ctx, tx: &tx, links: HashMap::new() };
+                if let Err(e) = w.walk_root(&src, root_md, parent_root) {
+                    let _ = tx.send(Event::Failed(e));
+                }
+            })
+            .map_err(|e| Error::Internal(format!("walker thread: {e}")))?
+    };
+
+    let mut stats = VersionStats::default();
+    let assembled = assemble(&ctx, &rx, &mut stats);
+    drop(rx);
+    let _ = walker.join();
+    let root_entry = match assembled {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ctx.data.flush();
+            let _ = ctx.trees.flush();
+            let _ = uploader.finish();
+            return Err(e);
+        }
+    };
+
+    // The catalog: a tree holding the root directory's entry.
+    let (catalog, _) = write_tree(&ctx, &Tree { entries: vec![root_entry] })?;
+    ctx.data.flush()?;
+    ctx.trees.flush()?;
+    uploader.finish()?;
+    if cancel.is_cancelled() {
+        return Err(Error::Aborted);
+    }
+    commit(&ctx, src, opts, parent.as_deref(), catalog, push_start, stats)
+}
+
+fn commit(
+    ctx: &Ctx,
+    src: &Path,
+    opts: &CreateOptions,
+    parent: Option<&Manifest>,
+    catalog: TreeRef,
+    push_start: String,
+    mut stats: VersionStats,
+) -> Result<CreateOutcome> {
+    let store = ctx.repo.store();
+    let uid = uuid::Uuid::new_v4().to_string();
+    let (mut packs, mut blobs, mut object_bytes) = ctx.data.written();
+    let (tpacks, tblobs, tbytes) = ctx.trees.written();
+    packs.extend(tpacks);
+    blobs.extend(tblobs);
+    object_bytes += tbytes;
+
+    let index = codec::encode_object(ObjectKind::Index, &IndexFile { packs, blobs });
+    object_bytes += index.len() as u64;
+    store.put(&format!("index/{uid}"), Bytes::from(index))?;
+
+    stats.skipped = ctx.progress.skipped();
+    stats.new_blocks = ctx.new_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    stats.new_block_bytes = ctx.new_block_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    // Stats and manifest are small JSON objects; count a generous fixed estimate for them so the
+    // stats object can state its own size.
+    let fixed = 4096;
+    stats.version_object_data = object_bytes + fixed;
+    stats.diff_data_reduction = crate::format::ratio(stats.diff_file_data, stats.version_object_data);
+    stats.total_data_reduction = crate::format::ratio(stats.fs_total_data, stats.version_object_data);
+    let stats_json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
+    store.put(&format!("stats/{uid}"), Bytes::from(stats_json))?;
+
+    let start = crate::time::now_micros();
+    for micros in start..start + 1000 {
+        let version_id = VersionId { bucket: store.bucket().to_string(), branch: opts.branch.clone(), micros };
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            version_id: version_id.clone(),
+            version_uid: uid.clone(),
+            ccfs_srv_uid: ctx.repo.config().store_uuid.clone(),
+            branch_name: opts.branch.clone(),
+            parent_id: parent.map(|p| p.version_id.clone()),
+            catalog_file_id: format!("catalog_{}", catalog.id),
+            index_file_id: format!("index_{uid}"),
+            stat_file_id: format!("stat_{uid}"),
+            block_size: ctx.repo.config().block_size,
+            hash_type: ctx.repo.config().hash_type.clone(),
+            push_start_time: push_start.clone(),
+            push_end_time: crate::time::now_display(),
+            version_desc: opts.desc.clone(),
+            source: src.display().to_string(),
+            root: catalog,
+        };
+        let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        if store.put_if_absent(&version_id.manifest_path(), Bytes::from(body))? {
+            tracing::info!(version = %version_id, "version committed");
+            return Ok(CreateOutcome { manifest, stats });
+        }
+    }
+    Err(Error::Internal("could not find a free version id".into()))
+}
+
+/// Encode a tree and store it unless the store has it already; says whether it was new.
+fn write_tree(ctx: &Ctx, tree: &Tree) -> Result<(TreeRef, bool)> {
+    let raw = codec::encode_raw(tree);
+    let id = TreeId::of(&raw);
+    let raw_len =
+        u32::try_from(raw.len()).map_err(|_| Error::InvalidArgument("directory too large (tree over 4 GiB)".into()))?;
+    let (loc, wrote) = ctx.dedup.get_or_write(id.0, || {
+        let (codec, stored) = compress(crate::format::CompressionMethod::Zstd, 3, &raw);
+        ctx.trees.add(id.0, raw_len, codec, &stored)
+    })?;
+    Ok((TreeRef { id, raw_len, loc }, wrote))
+}
+
+/// Take events in order and build trees bottom-up; returns the root directory's entry.
+fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result<Entry> {
+    let mut stack: Vec<(Entry, Vec<Entry>)> = Vec::new();
+    let mut links: HashMap<u64, Option<(Vec<Piece>, u64)>> = HashMap::new();
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Aborted);
+        }
+        let ev = rx.recv().map_err(|_| Error::Internal("walker ended without finishing the tree".into()))?;
+        match ev {
+            Event::Failed(e) => return Err(e),
+            Event::Enter(e) => stack.push((e, Vec::new())),
+            Event::Leaf(e) => {
+                if let Some(g) = e.link_group {
+                    // The first link of a group carries the content for the later ones.
+                    links.insert(g, Some((e.content.clone(), e.size)));
+                }
+                count_file(ctx, stats, &e, false);
+                top(&mut stack)?.push(e);
+            }
+            Event::File(mut e, job) => {
+                let res = job.recv().map_err(|_| Error::Internal("file job vanished".into()))?;
+                match res {
+                    Ok(r) => {
+                        e.content = r.content;
+                        e.size = r.size;
+                        if let Some(g) = e.link_group {
+                            links.insert(g, Some((e.content.clone(), e.size)));
+                        }
+                        count_file(ctx, stats, &e, true);
+                        top(&mut stack)?.push(e);
+                    }
+                    Err(JobError::Fatal(err)) => return Err(err),
+                    Err(JobError::Skip(_)) => {
+                        if let Some(g) = e.link_group {
+                            links.insert(g, None);
+                        }
+                    }
+                }
+            }
+            Event::Link(mut e) => {
+                let g = e.link_group.expect("link events carry a group");
+                if let Some(Some((content, size))) = links.get(&g) {
+                    e.content = content.clone();
+                    e.size = *size;
+                    count_file(ctx, stats, &e, false);
+                    top(&mut stack)?.push(e);
+                }
+            }
+            Event::Leave => {
+                let (mut dir, children) =
+                    stack.pop().ok_or_else(|| Error::Internal("unbalanced directory events".into()))?;
+                let tree = Tree { entries: children };
+                let (tree_ref, new) = write_tree(ctx, &tree)?;
+                if new {
+                    stats.diff_num_dirs += 1;
+                } else {
+                    add(&ctx.progress.fs.fs_dirs_dedup, 1);
+                }
+                dir.subtree = Some(tree_ref);
+                stats.fs_num_dirs += 1;
+                add(&ctx.progress.fs.fs_created_dirs, 1);
+                match stack.last_mut() {
+                    Some((_, siblings)) => siblings.push(dir),
+                    None => return Ok(dir),
+                }
+            }
+        }
+    }
+}
+
+fn top(stack: &mut [(Entry, Vec<Entry>)]) -> Result<&mut Vec<Entry>> {
+    stack.last_mut().map(|t| &mut t.1).ok_or_else(|| Error::Internal("entry outside any directory".into()))
+}
+
+fn count_file(ctx: &Ctx, stats: &mut VersionStats, e: &Entry, read: bool) {
+    stats.fs_num_files += 1;
+    add(&ctx.progress.fs.fs_created_files, 1);
+    if e.kind == EntryKind::File {
+        stats.fs_total_data += e.size;
+        add(&ctx.progress.fs.fs_files_bytes_written, e.size);
+        if read {
+            stats.diff_num_files += 1;
+            stats.diff_file_data += e.size;
+        }
+    }
+}
+
+struct Walker<'a> {
+    ctx: &'a Arc<Ctx>,
+    tx: &'a Sender<Event>,
+    /// Hard-link groups already seen in this walk.
+    links: HashMap<u64, ()>,
+}
+
+impl Walker<'_> {
+    fn send(&self, ev: Event) -> Result<()> {
+        self.tx.send(ev).map_err(|_| Error::Aborted)
+    }
+
+    fn walk_root(&mut self, src: &Path, md: std::fs::Metadata, parent: Option<Entry>) -> Result<()> {
+        let mut root = fsmeta::entry_from_metadata(b"", &md);
+        root.xattrs = fsmeta::read_xattrs(src);
+        let parent_tree = self.parent_tree(parent.as_ref())?;
+        let entries = std::fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))?;
+        self.send(Event::Enter(root))?;
+        self.walk_dir(src, entries, parent_tree)?;
+        self.send(Event::Leave)
+    }
+
+    fn parent_tree(&self, parent: Option<&Entry>) -> Result<Option<Arc<Tree>>> {
+        match parent.and_then(|p| p.subtree.as_ref()) {
+            Some(r) => self.ctx.repo.tree(r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn walk_dir(&mut self, dir: &Path, entries: std::fs::ReadDir, parent: Option<Arc<Tree>>) -> Result<()> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for ent in entries {
+            match ent {
+                Ok(ent) => names.push(ent.file_name().as_bytes().to_vec()),
+                Err(e) => self.ctx.progress.skip(display(dir), format!("error while listing directory: {e}")),
+            }
+        }
+        names.sort();
+        for name in names {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(Error::Aborted);
+            }
+            let path = dir.join(OsStr::from_bytes(&name));
+            let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.ctx.progress.skip(display(&path), "vanished during scan");
+                    continue;
+                }
+                Err(e) => {
+                    self.ctx.progress.skip(display(&path), format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            let mut e = fsmeta::entry_from_metadata(&name, &md);
+            e.xattrs = fsmeta::read_xattrs(&path);
+            let old = parent.as_ref().and_then(|t| t.find(&name)).filter(|o| o.kind == e.kind);
+            match e.kind {
+                EntryKind::Dir => {
+                    let listing = match std::fs::read_dir(&path) {
+                        Ok(l) => l,
+                        Err(err) => {
+                            self.ctx.progress.skip(display(&path), format!("cannot read directory: {err}"));
+                            continue;
+                        }
+                    };
+                    let sub = self.parent_tree(old)?;
+                    self.send(Event::Enter(e))?;
+                    self.walk_dir(&path, listing, sub)?;
+                    self.send(Event::Leave)?;
+                }
+                EntryKind::Symlink => {
+                    match std::fs::read_link(&path) {
+                        Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
+                        Err(err) => {
+                            self.ctx.progress.skip(display(&path), format!("cannot read symlink: {err}"));
+                            continue;
+                        }
+                    }
+                    e.size = e.target.len() as u64;
+                    self.send(Event::Leaf(e))?;
+                }
+                EntryKind::File => self.file(path, e, old)?,
+                _ => self.send(Event::Leaf(e))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: PathBuf, mut e: Entry, old: Option<&Entry>) -> Result<()> {
+        if let Some(g) = e.link_group {
+            if self.links.insert(g, ()).is_some() {
+                return self.send(Event::Link(e));
+            }
+        }
+        if let Some(o) = old {
+            if o.size == e.size && o.mtime == e.mtime && o.ctime == e.ctime && o.inode == e.inode {
+                e.content = o.content.clone();
+                add(&self.ctx.progress.fs.fs_files_dedup, 1);
+                return self.send(Event::Leaf(e));
+            }
+        }
+        if e.size == 0 {
+            let (tx, rx) = bounded(1);
+            match File::open(&path) {
+                Ok(_) => {
+                    let _ = tx.send(Ok(FileResult { content: Vec::new(), size: 0 }));
+                }
+                Err(err) => {
+                    self.ctx.progress.skip(display(&path), reason(&err));
+                    let _ = tx.send(Err(JobError::Skip(reason(&err))));
+                }
+            }
+            return self.send(Event::File(e, rx));
+        }
+        let (tx, rx) = bounded(1);
+        let ctx = self.ctx.clone();
+        let size = e.size;
+        self.ctx.pool.spawn(move || {
+            let res = read_file(&ctx, &path, size);
+            if let Err(JobError::Skip(r)) = &res {
+                ctx.progress.skip(display(&path), r.clone());
+            }
+            let _ = tx.send(res);
+        });
+        self.send(Event::File(e, rx))
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "no read access to file".into(),
+        std::io::ErrorKind::NotFound => "vanished during scan".into(),
+        _ => format!("read error: {e}"),
+    }
+}
+
+/// Read one file into pieces: data extents chunked, holes and all-zero blocks as holes.
+fn read_file(ctx: &Ctx, path: &Path, size_hint: u64) -> Result<FileResult, JobError> {
+    let mut file = File::open(path).map_err(|e| JobError::Skip(reason(&e)))?;
+    let md = file.metadata().map_err(|e| JobError::Skip(reason(&e)))?;
+    let size = md.len();
+    let _ = size_hint;
+    use std::os::unix::fs::MetadataExt;
+    let sparse = md.blocks() * 512 < size;
+    let extents = if sparse { fsmeta::data_extents(&file, size) } else { None };
+    let extents = extents.unwrap_or_else(|| vec![(0, u64::MAX)]);
+    let mut pieces = Vec::new();
+    let mut pos = 0u64;
+    for (start, end) in extents {
+        if start > pos {
+            push_hole(&mut pieces, start - pos);
+            pos = start;
+            file.seek(SeekFrom::Start(start)).map_err(|e| JobError::Skip(reason(&e)))?;
+        }
+        let reader = (&mut file).take(end - start);
+        let read = chunk_file(ctx, reader, &mut pieces)?;
+        pos += read;
+    }
+    if pos < size && sparse {
+        push_hole(&mut pieces, size - pos);
+        pos = size;
+    }
+    add(&ctx.progress.fs.fs_files_bytes_read, pos);
+    Ok(FileResult { content: pieces, size: pos })
+}
+
+fn push_hole(pieces: &mut Vec<Piece>, n: u64) {
+    if let Some(Piece::Hole(h)) = pieces.last_mut() {
+        *h += n;
+    } else {
+        pieces.push(Piece::Hole(n));
+    }
+}
+
+/// Chunk a reader; blocks are gathered in batches and stored in parallel.
+fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<u64, JobError> {
+    const BATCH_BYTES: usize = 8 << 20;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let flush = |batch: &mut Vec<Vec<u8>>, pieces: &mut Vec<Piece>| -> Result<(), JobError> {
+        if ctx.cancel.is_cancelled() {
+            return Err(JobError::Fatal(Error::Aborted));
+        }
+        let out: Vec<Result<Piece>> = if batch.len() == 1 {
+            vec![store_block(ctx, &batch[0])]
+        } else {
+            batch.par_iter().map(|b| store_block(ctx, b)).collect()
+        };
+        for p in out {
+            match p.map_err(JobError::Fatal)? {
+                Piece::Hole(n) => push_hole(pieces, n),
+                b => pieces.push(b),
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    let read = chunk_stream::<_, ChunkErr>(ctx.params, reader, |block| {
+        batch.push(block.to_vec());
+        batch_bytes += block.len();
+        if batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
+            flush(&mut batch, pieces).map_err(ChunkErr::Job)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ChunkErr::Io(e) => JobError::Skip(reason(&e)),
+        ChunkErr::Job(j) => j,
+    })?;
+    flush(&mut batch, pieces)?;
+    Ok(read)
+}
+
+enum ChunkErr {
+    Io(std::io::Error),
+    Job(JobError),
+}
+
+impl From<std::io::Error> for ChunkErr {
+    fn from(e: std::io::Error) -> Self {
+        ChunkErr::Io(e)
+    }
+}
+
+/// Hash one block and store it unless the store has it; all-zero blocks become holes.
+fn store_block(ctx: &Ctx, data: &[u8]) -> Result<Piece> {
+    if data.iter().all(|&b| b == 0) {
+        return Ok(Piece::Hole(data.len() as u64));
+    }
+    let id = BlockId::of(data);
+    let raw_len = data.len() as u32;
+    let config = ctx.repo.config();
+    let (loc, wrote) = ctx.dedup.get_or_write(id.0, || {
+        let (codec, stored) = compress(config.compression_method, config.zstd_level, data);
+        ctx.data.add(id.0, raw_len, codec, &stored)
+    })?;
+    if wrote {
+        ctx.new_blocks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.new_block_bytes.fetch_add(raw_len as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Piece::Block(BlockRef { id, raw_len, loc }))
+}

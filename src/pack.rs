@@ -1,0 +1,223 @@
+//! Pack objects: many blobs (blocks or trees), each compressed on its own, in one object, with a
+//! trailer listing them. Writing packs (with bounded parallel uploads) and reading blobs back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::format::{BlobEntry, Codec, CompressionMethod, Loc, PackTrailer, PACK_MAGIC};
+use crate::ids::{pack_path, PackId, PackKind};
+use crate::store::Store;
+
+/// Compress one blob according to the store's method. Returns the codec and stored bytes.
+pub fn compress(method: CompressionMethod, level: i32, raw: &[u8]) -> (Codec, Vec<u8>) {
+    match method {
+        CompressionMethod::None => (Codec::Raw, raw.to_vec()),
+        CompressionMethod::Zstd | CompressionMethod::Auto => {
+            let z = zstd::bulk::compress(raw, level).expect("zstd compression of a memory buffer cannot fail");
+            if method == CompressionMethod::Auto && z.len() + raw.len() / 32 >= raw.len() {
+                (Codec::Raw, raw.to_vec())
+            } else {
+                (Codec::Zstd, z)
+            }
+        }
+    }
+}
+
+/// Decode a stored blob to its raw bytes; `what` names it in errors.
+///
+/// # Errors
+/// [`Error::Corrupt`] when it does not decompress to exactly `raw_len` bytes.
+pub fn decode_blob(codec: Codec, stored: &[u8], raw_len: u32, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    let out = match codec {
+        Codec::Raw => stored.to_vec(),
+        Codec::Zstd => zstd::bulk::decompress(stored, raw_len as usize)
+            .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?,
+    };
+    if out.len() != raw_len as usize {
+        return Err(Error::corrupt(what(), format!("{} bytes where {} were recorded", out.len(), raw_len)));
+    }
+    Ok(out)
+}
+
+/// Encode a pack trailer: `zstd(bincode(trailer)) ‖ u32 LE length ‖ PACK_MAGIC`.
+pub fn encode_trailer(trailer: &PackTrailer) -> Vec<u8> {
+    let raw = codec::encode_raw(trailer);
+    let mut out = zstd::bulk::compress(&raw, 3).expect("zstd compression of a memory buffer cannot fail");
+    let n = out.len() as u32;
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(PACK_MAGIC);
+    out
+}
+
+/// Read the trailer of a pack: the list of blobs it holds.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the pack when the tail is not a trailer.
+pub fn read_trailer(store: &Store, kind: PackKind, id: &PackId) -> Result<PackTrailer> {
+    let path = pack_path(kind, id);
+    let tail = store.get_suffix(&path, 64 * 1024)?;
+    let bad = |r: &str| Error::corrupt(&path, r);
+    if tail.len() < 12 || &tail[tail.len() - 8..] != PACK_MAGIC {
+        return Err(bad("no pack trailer (bad magic)"));
+    }
+    let n = u32::from_le_bytes(tail[tail.len() - 12..tail.len() - 8].try_into().expect("4 bytes")) as usize;
+    let bytes: Bytes = if n + 12 <= tail.len() {
+        tail.slice(tail.len() - 12 - n..tail.len() - 12)
+    } else {
+        let meta_len = store.list(&path)?.first().map(|m| m.size).ok_or_else(|| bad("vanished"))?;
+        let end = meta_len.checked_sub(12).ok_or_else(|| bad("too short"))?;
+        let start = end.checked_sub(n as u64).ok_or_else(|| bad("trailer length exceeds pack"))?;
+        store.get_range(&path, start..end)?
+    };
+    let raw = codec::decompress(&bytes, 64 << 20, &path)?;
+    let trailer: PackTrailer = codec::decode_raw(&raw, &path)?;
+    if trailer.kind != kind {
+        return Err(bad("pack kind in trailer does not match its path"));
+    }
+    Ok(trailer)
+}
+
+/// Uploads sealed packs in the background, at most `max_inflight` at a time.
+pub struct Uploader {
+    store: Store,
+    max_inflight: usize,
+    inflight: Mutex<VecDeque<JoinHandle<Result<()>>>>,
+}
+
+impl Uploader {
+    pub fn new(store: Store, max_inflight: usize) -> Self {
+        Uploader { store, max_inflight: max_inflight.max(1), inflight: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Start an upload; blocks while `max_inflight` uploads are running.
+    ///
+    /// # Errors
+    /// The error of an earlier upload that finished with one.
+    pub fn submit(&self, path: String, data: Bytes) -> Result<()> {
+        let store = self.store.clone();
+        let handle = self.store.runtime().spawn(async move { store.put_async(&path, data).await });
+        let oldest = {
+            let mut q = self.inflight.lock().expect("uploader poisoned");
+            q.push_back(handle);
+            if q.len() > self.max_inflight {
+                q.pop_front()
+            } else {
+                None
+            }
+        };
+        match oldest {
+            Some(h) => self.join(h),
+            None => Ok(()),
+        }
+    }
+
+    fn join(&self, h: JoinHandle<Result<()>>) -> Result<()> {
+        self.store.runtime().block_on(h).map_err(|e| Error::Internal(format!("upload task: {e}")))?
+    }
+
+    /// Wait for every upload.
+    ///
+    /// # Errors
+    /// The first upload error.
+    pub fn finish(&self) -> Result<()> {
+        let all: Vec<_> = self.inflight.lock().expect("uploader poisoned").drain(..).collect();
+        let mut first = Ok(());
+        for h in all {
+            let r = self.join(h);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+struct OpenPack {
+    id: PackId,
+    buf: Vec<u8>,
+    blobs: Vec<BlobEntry>,
+}
+
+impl OpenPack {
+    fn new(cap: usize) -> Self {
+        OpenPack { id: PackId::random(), buf: Vec::with_capacity(cap), blobs: Vec::new() }
+    }
+}
+
+/// Appends compressed blobs to an open pack; seals and uploads it when it reaches its target size.
+pub struct PackWriter {
+    kind: PackKind,
+    target: usize,
+    open: Mutex<OpenPack>,
+    uploader: Arc<Uploader>,
+    written: Mutex<(Vec<PackId>, Vec<BlobEntry>, u64)>,
+}
+
+impl PackWriter {
+    pub fn new(kind: PackKind, target: usize, uploader: Arc<Uploader>) -> Self {
+        PackWriter {
+            kind,
+            target,
+            open: Mutex::new(OpenPack::new(target + target / 8)),
+            uploader,
+            written: Mutex::new((Vec::new(), Vec::new(), 0)),
+        }
+    }
+
+    /// Append a blob; returns where it will live once the pack is uploaded.
+    ///
+    /// # Errors
+    /// An earlier upload's error (surfaced when this call seals a pack).
+    pub fn add(&self, id: [u8; 32], raw_len: u32, codec: Codec, stored: &[u8]) -> Result<Loc> {
+        let (loc, sealed) = {
+            let mut open = self.open.lock().expect("pack writer poisoned");
+            let loc = Loc { pack: open.id, offset: open.buf.len() as u32, len: stored.len() as u32, codec };
+            open.buf.extend_from_slice(stored);
+            open.blobs.push(BlobEntry { id, kind: self.kind, raw_len, loc });
+            let sealed = if open.buf.len() >= self.target {
+                Some(std::mem::replace(&mut *open, OpenPack::new(self.target + self.target / 8)))
+            } else {
+                None
+            };
+            (loc, sealed)
+        };
+        if let Some(p) = sealed {
+            self.seal(p)?;
+        }
+        Ok(loc)
+    }
+
+    fn seal(&self, mut p: OpenPack) -> Result<()> {
+        if p.blobs.is_empty() {
+            return Ok(());
+        }
+        let trailer = PackTrailer { kind: self.kind, blobs: p.blobs.clone() };
+        p.buf.extend_from_slice(&encode_trailer(&trailer));
+        {
+            let mut w = self.written.lock().expect("pack writer poisoned");
+            w.0.push(p.id);
+            w.1.extend_from_slice(&p.blobs);
+            w.2 += p.buf.len() as u64;
+        }
+        self.uploader.submit(pack_path(self.kind, &p.id), Bytes::from(p.buf))
+    }
+
+    /// Seal the open pack (if it holds anything) and hand it to the uploader.
+    ///
+    /// # Errors
+    /// An upload error.
+    pub fn flush(&self) -> Result<()> {
+        let p = std::mem::replace(&mut *self.open.lock().expect("pack writer poisoned"), OpenPack::new(0));
+        self.seal(p)
+    }
+
+    /// Packs sealed so far, the blobs in them, and their total size in bytes.
+    pub fn written(&self) -> (Vec<PackId>, Vec<BlobEntry>, u64) {
+        self.written.lock().expect("pack writer poisoned").clone()
+    }
+}

@@ -1,0 +1,401 @@
+//! An open CCFS store: its header, version manifests, trees and blocks, with caches.
+//! Everything here reads only the bucket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::chunker::{ChunkParams, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use crate::codec::{self, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::{
+    BlobEntry, BlockRef, Chunking, CompressionMethod, IndexFile, Loc, Manifest, StoreConfig, Tree, TreeRef,
+    VersionStats, FORMAT_VERSION, HASH_TYPE, HEADER_PATH,
+};
+use crate::ids::{pack_path, validate_branch, BlockId, PackId, PackKind, TreeId, VersionId};
+use crate::pack;
+use crate::store::Store;
+
+/// Options of `store init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Average block size in KiB (the API's `block_size_kb`).
+    pub block_size_kb: u32,
+    pub chunking: Chunking,
+    pub compression: CompressionMethod,
+    pub zstd_level: i32,
+    /// Target pack size in MiB.
+    pub pack_size_mb: u32,
+    /// Re-format a store that already has a header.
+    pub force: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            block_size_kb: 512,
+            chunking: Chunking::Fastcdc,
+            compression: CompressionMethod::Auto,
+            zstd_level: 3,
+            pack_size_mb: 16,
+            force: false,
+        }
+    }
+}
+
+/// Cache sizes of an open repo.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Bytes of decoded trees kept in memory.
+    pub tree_cache_bytes: u64,
+    /// Bytes of raw blocks kept in memory.
+    pub block_cache_bytes: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions { tree_cache_bytes: 64 << 20, block_cache_bytes: 128 << 20 }
+    }
+}
+
+/// An open store.
+#[derive(Clone)]
+pub struct Repo {
+    store: Store,
+    config: Arc<StoreConfig>,
+    trees: moka::sync::Cache<TreeId, Arc<Tree>>,
+    blocks: moka::sync::Cache<BlockId, Bytes>,
+    manifests: moka::sync::Cache<VersionId, Arc<Manifest>>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo").field("store", &self.store).finish()
+    }
+}
+
+/// Format a store: write its header.
+///
+/// # Errors
+/// [`Error::AlreadyFormatted`] when a header exists and `force` is not set;
+/// [`Error::InvalidArgument`] for a block size out of range.
+pub fn init(store: &Store, opts: &InitOptions) -> Result<StoreConfig> {
+    let bs = opts
+        .block_size_kb
+        .checked_mul(1024)
+        .filter(|b| (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(b) && b.is_power_of_two())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "block_size_kb {}: use a power of two from {} to {}",
+                opts.block_size_kb,
+                MIN_BLOCK_SIZE / 1024,
+                MAX_BLOCK_SIZE / 1024
+            ))
+        })?;
+    if !(1..=19).contains(&opts.zstd_level) {
+        return Err(Error::InvalidArgument(format!("zstd level {}: use 1 to 19", opts.zstd_level)));
+    }
+    if !(1..=256).contains(&opts.pack_size_mb) {
+        return Err(Error::InvalidArgument(format!("pack size {} MiB: use 1 to 256", opts.pack_size_mb)));
+    }
+    let params = ChunkParams::new(opts.chunking, bs);
+    let config = StoreConfig {
+        format_version: FORMAT_VERSION,
+        store_uuid: uuid::Uuid::new_v4().to_string(),
+        block_size: bs,
+        chunking: opts.chunking,
+        min_block_size: params.min,
+        max_block_size: params.max,
+        hash_type: HASH_TYPE.to_string(),
+        compression_method: opts.compression,
+        zstd_level: opts.zstd_level,
+        pack_size: opts.pack_size_mb << 20,
+        created_at: crate::time::now_display(),
+    };
+    let body = Bytes::from(serde_json::to_vec_pretty(&config).expect("config serializes"));
+    if opts.force {
+        store.put(HEADER_PATH, body)?;
+    } else if !store.put_if_absent(HEADER_PATH, body)? {
+        return Err(Error::AlreadyFormatted { store: store.url().to_string() });
+    }
+    Ok(config)
+}
+
+impl Repo {
+    /// Open a formatted store with default caches.
+    ///
+    /// # Errors
+    /// [`Error::NotAStore`] without a header; [`Error::UnsupportedFormat`] for a newer format.
+    pub fn open(store: Store) -> Result<Repo> {
+        Self::open_with(store, &CacheOptions::default())
+    }
+
+    /// Open a formatted store with the given cache sizes.
+    ///
+    /// # Errors
+    /// As [`Repo::open`].
+    pub fn open_with(store: Store, caches: &CacheOptions) -> Result<Repo> {
+        let raw = store.get(HEADER_PATH)?.ok_or_else(|| Error::NotAStore { store: store.url().to_string() })?;
+        let config: StoreConfig =
+            serde_json::from_slice(&raw).map_err(|e| Error::corrupt(HEADER_PATH, format!("bad JSON: {e}")))?;
+        if config.format_version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                store: store.url().to_string(),
+                found: config.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if config.hash_type != HASH_TYPE {
+            return Err(Error::corrupt(HEADER_PATH, format!("unknown hash type {:?}", config.hash_type)));
+        }
+        let trees = moka::sync::Cache::builder()
+            .max_capacity(caches.tree_cache_bytes)
+            .weigher(|_: &TreeId, t: &Arc<Tree>| {
+                let n: usize = t.entries.iter().map(|e| 96 + e.name.len() + e.content.len() * 80).sum();
+                n.min(u32::MAX as usize) as u32
+            })
+            .build();
+        let blocks = moka::sync::Cache::builder()
+            .max_capacity(caches.block_cache_bytes)
+            .weigher(|_: &BlockId, b: &Bytes| b.len() as u32)
+            .build();
+        let manifests = moka::sync::Cache::builder().max_capacity(100_000).build();
+        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The same repo (sharing caches) with its store counting into `progress`.
+    pub fn with_progress(&self, progress: Arc<crate::progress::Progress>) -> Repo {
+        Repo { store: self.store.with_progress(progress), ..self.clone() }
+    }
+
+    /// Ids of all committed versions, of one branch or all, newest first.
+    ///
+    /// # Errors
+    /// Store errors; [`Error::InvalidArgument`] for a bad branch name.
+    pub fn version_ids(&self, branch: Option<&str>) -> Result<Vec<VersionId>> {
+        let prefix = match branch {
+            Some(b) => {
+                validate_branch(b)?;
+                format!("versions/{b}")
+            }
+            None => "versions".to_string(),
+        };
+        let mut ids = Vec::new();
+        for meta in self.store.list(&prefix)? {
+            let segs: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_string()).collect();
+            if let [v, branch, micros] = segs.as_slice() {
+                if v == "versions" && validate_branch(branch).is_ok() {
+                    if let Ok(micros) = micros.parse() {
+                        ids.push(VersionId { bucket: self.store.bucket().to_string(), branch: branch.clone(), micros });
+                    }
+                }
+            }
+        }
+        ids.sort_by(|a, b| b.micros.cmp(&a.micros).then_with(|| a.branch.cmp(&b.branch)));
+        Ok(ids)
+    }
+
+    /// Manifests of all versions (of one branch or all), newest first.
+    ///
+    /// # Errors
+    /// Store errors and corrupt manifests.
+    pub fn versions(&self, branch: Option<&str>) -> Result<Vec<Arc<Manifest>>> {
+        self.version_ids(branch)?.iter().map(|id| self.manifest(id)).collect()
+    }
+
+    /// The newest version of a branch, if any.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn latest(&self, branch: &str) -> Result<Option<Arc<Manifest>>> {
+        match self.version_ids(Some(branch))?.first() {
+            Some(id) => self.manifest(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolve a user's version reference: a full version id, `<branch>/<micros>`, `<micros>`,
+    /// `latest` (of `default_branch`) or `<branch>:latest`.
+    ///
+    /// # Errors
+    /// [`Error::VersionNotFound`] when nothing matches.
+    pub fn resolve(&self, spec: &str, default_branch: &str) -> Result<Arc<Manifest>> {
+        let not_found = || Error::VersionNotFound(spec.to_string());
+        if spec == "latest" || spec.is_empty() {
+            return self
+                .latest(default_branch)?
+                .ok_or_else(|| Error::VersionNotFound(format!("latest of branch {default_branch}")));
+        }
+        if let Some(branch) = spec.strip_suffix(":latest") {
+            return self.latest(branch)?.ok_or_else(not_found);
+        }
+        if let Ok(id) = spec.parse::<VersionId>() {
+            if id.bucket != self.store.bucket() {
+                return Err(Error::VersionNotFound(format!("{spec} (this store's bucket is {})", self.store.bucket())));
+            }
+            return self.manifest(&id);
+        }
+        let (branch, micros) = match spec.split_once('/') {
+            Some((b, m)) => (b, m),
+            None => (default_branch, spec),
+        };
+        let micros: u64 = micros.parse().map_err(|_| not_found())?;
+        validate_branch(branch)?;
+        let id = VersionId { bucket: self.store.bucket().to_string(), branch: branch.to_string(), micros };
+        self.manifest(&id)
+    }
+
+    /// The manifest of a version.
+    ///
+    /// # Errors
+    /// [`Error::VersionNotFound`], or [`Error::Corrupt`] naming the object.
+    pub fn manifest(&self, id: &VersionId) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.manifests.get(id) {
+            return Ok(m);
+        }
+        let path = id.manifest_path();
+        let raw = self.store.get(&path)?.ok_or_else(|| Error::VersionNotFound(id.to_string()))?;
+        let mut m: Manifest =
+            serde_json::from_slice(&raw).map_err(|e| Error::corrupt(&path, format!("bad manifest JSON: {e}")))?;
+        // The bucket part of ids follows the store as it is opened now (a copied bucket keeps
+        // working under its new name).
+        m.version_id.bucket = self.store.bucket().to_string();
+        if let Some(p) = &mut m.parent_id {
+            p.bucket = self.store.bucket().to_string();
+        }
+        if m.version_id.branch != id.branch || m.version_id.micros != id.micros {
+            return Err(Error::corrupt(&path, "manifest names another version"));
+        }
+        let m = Arc::new(m);
+        self.manifests.insert(id.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// The statistics object of a version.
+    ///
+    /// # Errors
+    /// [`Error::MissingObject`] / [`Error::Corrupt`] naming the object and version.
+    pub fn version_stats(&self, m: &Manifest) -> Result<VersionStats> {
+        let path = format!("stats/{}", m.version_uid);
+        let raw = self.store.get(&path)?.ok_or_else(|| Error::MissingObject {
+            object: path.clone(),
+            reason: format!("statistics of version {}", m.version_id),
+        })?;
+        serde_json::from_slice(&raw).map_err(|e| Error::corrupt(&path, format!("bad stats JSON: {e}")))
+    }
+
+    /// Read, decode and verify one tree.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the pack and tree when the bytes do not hash to the tree id.
+    pub fn tree(&self, r: &TreeRef) -> Result<Arc<Tree>> {
+        if let Some(t) = self.trees.get(&r.id) {
+            return Ok(t);
+        }
+        let raw = self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?;
+        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
+        let tree: Tree = codec::decode_raw(&raw, &what)?;
+        let tree = Arc::new(tree);
+        self.trees.insert(r.id, tree.clone());
+        Ok(tree)
+    }
+
+    /// Read, decode and verify one block (cached by hash, shared across versions).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the pack and block when the bytes do not hash to the block id;
+    /// [`Error::MissingObject`] when the pack is gone.
+    pub fn block(&self, b: &BlockRef) -> Result<Bytes> {
+        if let Some(d) = self.blocks.get(&b.id) {
+            return Ok(d);
+        }
+        let raw = Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?);
+        self.blocks.insert(b.id, raw.clone());
+        Ok(raw)
+    }
+
+    fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {
+        let path = pack_path(kind, &loc.pack);
+        let stored = self.store.get_range(&path, loc.offset as u64..loc.offset as u64 + loc.len as u64)?;
+        Self::decode_verified(kind, loc, raw_len, id, what, &stored)
+    }
+
+    fn decode_verified(
+        kind: PackKind,
+        loc: &Loc,
+        raw_len: u32,
+        id: &[u8; 32],
+        what: &str,
+        stored: &[u8],
+    ) -> Result<Vec<u8>> {
+        let name = || {
+            format!(
+                "{} (pack {} offset {}, {} {})",
+                pack_path(kind, &loc.pack),
+                loc.pack,
+                loc.offset,
+                what,
+                hex::encode(id)
+            )
+        };
+        let raw = pack::decode_blob(loc.codec, stored, raw_len, &name)?;
+        if BlockId::of(&raw).0 != *id {
+            return Err(Error::corrupt(name(), "content does not match its hash"));
+        }
+        Ok(raw)
+    }
+
+    /// Drop every cached tree, block and manifest.
+    pub fn clear_caches(&self) {
+        self.trees.invalidate_all();
+        self.blocks.invalidate_all();
+        self.manifests.invalidate_all();
+    }
+
+    /// Every blob known to the store: the union of all index files, plus the trailers of packs
+    /// no index names (left by a create that was killed before it committed). Used for dedup.
+    ///
+    /// # Errors
+    /// Store errors and corrupt indexes.
+    pub fn known_blobs(&self) -> Result<HashMap<[u8; 32], BlobEntry>> {
+        let mut map = HashMap::new();
+        let mut indexed_packs = std::collections::HashSet::new();
+        for meta in self.store.list("index")? {
+            let path = meta.location.to_string();
+            let Some(raw) = self.store.get(&path)? else { continue };
+            let idx: IndexFile = codec::decode_object(ObjectKind::Index, &raw, &path)?;
+            indexed_packs.extend(idx.packs.iter().copied());
+            for b in idx.blobs {
+                map.insert(b.id, b);
+            }
+        }
+        for kind in [PackKind::Data, PackKind::Tree] {
+            for meta in self.store.list(&format!("packs/{}", kind.dir()))? {
+                let Some(name) = meta.location.filename() else { continue };
+                let Ok(id) = name.parse::<PackId>() else { continue };
+                if indexed_packs.contains(&id) {
+                    continue;
+                }
+                match pack::read_trailer(&self.store, kind, &id) {
+                    Ok(t) => {
+                        tracing::info!(pack = %id, blobs = t.blobs.len(), "reusing pack of an unfinished create");
+                        for b in t.blobs {
+                            map.entry(b.id).or_insert(b);
+                        }
+                    }
+                    Err(e) => tracing::warn!(pack = %id, error = %e, "ignoring unreadable pack"),
+                }
+            }
+        }
+        Ok(map)
+    }
+}

@@ -1,0 +1,324 @@
+//! Object-store access: opening a store from its URL, and the blocking calls the engine makes.
+//!
+//! All object I/O goes through `object_store`. The engine is written as plain blocking code on
+//! worker threads; [`Store`] bridges to the async store with a runtime [`Handle`]. Its methods
+//! must not be called from a runtime worker thread (use `spawn_blocking`).
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+use crate::progress::{add, Progress};
+
+/// Where a store lives, parsed from a URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A local directory (`file:///path` or a plain path): the embedded default.
+    Local(PathBuf),
+    /// A process-local in-memory store (`memory://`), for tests.
+    Memory,
+}
+
+impl StoreLocation {
+    /// Parse `file:///path`, a plain path, or `memory://`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidStoreUrl`] for other schemes or an empty path.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidStoreUrl { url: url.to_string(), reason: reason.to_string() };
+        if url.is_empty() {
+            return Err(bad("empty"));
+        }
+        if url == "memory://" || url == "memory:" {
+            return Ok(StoreLocation::Memory);
+        }
+        if let Some(rest) = url.strip_prefix("file://") {
+            let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+            let path = parsed.to_file_path().map_err(|_| bad("file:// URLs need an absolute path"))?;
+            if rest.is_empty() {
+                return Err(bad("file:// URLs need an absolute path"));
+            }
+            return Ok(StoreLocation::Local(path));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            return Err(bad(&format!("unsupported scheme {scheme:?}; use file:///path, a plain path or memory://")));
+        }
+        Ok(StoreLocation::Local(PathBuf::from(url)))
+    }
+}
+
+/// A handle on one bucket: the object store, its display name, the bucket name used in version
+/// ids, a runtime handle, and optionally the progress of the operation it works for.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    bucket: String,
+    rt: Handle,
+    progress: Option<Arc<Progress>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).field("bucket", &self.bucket).finish()
+    }
+}
+
+impl Store {
+    /// Open the store at `url`. With `create`, a missing local directory is created.
+    ///
+    /// # Errors
+    /// [`Error::InvalidStoreUrl`], or [`Error::NotAStore`] when a local directory is missing
+    /// and `create` is false.
+    pub fn open(url: &str, rt: Handle, create: bool) -> Result<Store> {
+        match StoreLocation::parse(url)? {
+            StoreLocation::Memory => Ok(Store::new(Arc::new(InMemory::new()), "memory://", "memory", rt)),
+            StoreLocation::Local(path) => Self::open_local(&path, rt, create),
+        }
+    }
+
+    fn open_local(path: &FsPath, rt: Handle, create: bool) -> Result<Store> {
+        if create {
+            std::fs::create_dir_all(path).map_err(|e| Error::io("create store directory", path, e))?;
+        }
+        let abs = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotAStore { store: path.display().to_string() },
+            _ => Error::io("open store directory", path, e),
+        })?;
+        if !abs.is_dir() {
+            return Err(Error::InvalidStoreUrl { url: path.display().to_string(), reason: "not a directory".into() });
+        }
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::Store {
+            op: "open",
+            object: abs.display().to_string(),
+            source: e,
+        })?;
+        let bucket = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "root".to_string());
+        Ok(Store::new(Arc::new(fs), &abs.display().to_string(), &bucket, rt))
+    }
+
+    /// Wrap any object store (tests stack fault and latency injectors this way).
+    pub fn new(inner: Arc<dyn ObjectStore>, url: &str, bucket: &str, rt: Handle) -> Store {
+        Store { inner, url: url.to_string(), bucket: bucket.to_string(), rt, progress: None }
+    }
+
+    /// The same store, counting its requests into `progress`.
+    pub fn with_progress(&self, progress: Arc<Progress>) -> Store {
+        Store { progress: Some(progress), ..self.clone() }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    fn count_read(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            add(&p.bucket.read_blobs_ops, 1);
+            add(&p.bucket.read_blobs_bytes, bytes);
+        }
+    }
+
+    fn count_write(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            add(&p.bucket.write_blobs_ops, 1);
+            add(&p.bucket.write_blobs_bytes, bytes);
+        }
+    }
+
+    fn count_meta(&self) {
+        if let Some(p) = &self.progress {
+            add(&p.bucket.read_metadata_ops, 1);
+        }
+    }
+
+    fn err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(object_store::Error) -> Error + 'a {
+        move |source| Error::Store { op, object: path.to_string(), source }
+    }
+
+    /// Whole object, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for anything but not-found.
+    pub fn get(&self, path: &str) -> Result<Option<Bytes>> {
+        let inner = self.inner.clone();
+        let p = Path::from(path);
+        let res = self.rt.block_on(async move {
+            match inner.get_opts(&p, GetOptions::default()).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let out = res.map_err(Self::err("get", path))?;
+        if let Some(b) = &out {
+            self.count_read(b.len() as u64);
+        }
+        Ok(out)
+    }
+
+    /// A byte range of an object.
+    ///
+    /// # Errors
+    /// [`Error::MissingObject`] when the object is absent, [`Error::Store`] otherwise.
+    pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        self.rt.block_on(self.get_range_async(path, range))
+    }
+
+    /// Async form of [`Store::get_range`], for callers already on the runtime.
+    ///
+    /// # Errors
+    /// As [`Store::get_range`].
+    pub async fn get_range_async(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let opts = GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() };
+        let res = match self.inner.get_opts(&Path::from(path), opts).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = res.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
+            }
+            e => Error::Store { op: "get range", object: path.to_string(), source: e },
+        })?;
+        if bytes.len() as u64 != want {
+            return Err(Error::corrupt(
+                path,
+                format!("range read returned {} bytes, {} expected (truncated object?)", bytes.len(), want),
+            ));
+        }
+        self.count_read(want);
+        Ok(bytes)
+    }
+
+    /// The last `n` bytes of an object (or all of it if shorter).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn get_suffix(&self, path: &str, n: u64) -> Result<Bytes> {
+        let inner = self.inner.clone();
+        let p = Path::from(path);
+        let opts = GetOptions { range: Some(GetRange::Suffix(n)), ..Default::default() };
+        let bytes = self
+            .rt
+            .block_on(async move { inner.get_opts(&p, opts).await?.bytes().await })
+            .map_err(Self::err("get suffix", path))?;
+        self.count_read(bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    /// Write an object, replacing any previous one (content-addressed or random names only).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn put(&self, path: &str, data: Bytes) -> Result<()> {
+        self.rt.block_on(self.put_async(path, data))
+    }
+
+    /// Async form of [`Store::put`].
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn put_async(&self, path: &str, data: Bytes) -> Result<()> {
+        let n = data.len() as u64;
+        self.inner
+            .put_opts(&Path::from(path), PutPayload::from_bytes(data), PutOptions::default())
+            .await
+            .map_err(Self::err("put", path))?;
+        self.count_write(n);
+        Ok(())
+    }
+
+    /// Write an object only if no object has that name. `Ok(false)` when one exists.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn put_if_absent(&self, path: &str, data: Bytes) -> Result<bool> {
+        let n = data.len() as u64;
+        let inner = self.inner.clone();
+        let p = Path::from(path);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let res = self.rt.block_on(async move { inner.put_opts(&p, PutPayload::from_bytes(data), opts).await });
+        match res {
+            Ok(_) => {
+                self.count_write(n);
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::Store { op: "create", object: path.to_string(), source: e }),
+        }
+    }
+
+    /// Every object under `prefix` (a path prefix of whole segments).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let p = Path::from(prefix);
+        self.count_meta();
+        self.rt
+            .block_on(async move { inner.list(Some(&p)).try_collect::<Vec<_>>().await })
+            .map_err(Self::err("list", prefix))
+    }
+
+    /// Delete one object; a missing object is not an error.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn delete(&self, path: &str) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let inner = self.inner.clone();
+        let p = Path::from(path);
+        let res = self.rt.block_on(async move { inner.delete(&p).await });
+        match res {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                if let Some(pr) = &self.progress {
+                    add(&pr.bucket.delete_blobs_ops, 1);
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::Store { op: "delete", object: path.to_string(), source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(StoreLocation::parse("memory://").unwrap(), StoreLocation::Memory);
+        assert_eq!(StoreLocation::parse("/a/b").unwrap(), StoreLocation::Local("/a/b".into()));
+        assert_eq!(StoreLocation::parse("rel/dir").unwrap(), StoreLocation::Local("rel/dir".into()));
+        assert_eq!(StoreLocation::parse("file:///a/b%20c").unwrap(), StoreLocation::Local("/a/b c".into()));
+        assert!(StoreLocation::parse("ftp://x").is_err());
+        assert!(StoreLocation::parse("").is_err());
+        assert!(StoreLocation::parse("file://").is_err());
+    }
+}
