@@ -176,6 +176,7 @@ pub fn create_version(
     }
     std::fs::read_dir(src).map_err(|e| Error::InvalidArgument(format!("source {}: {e}", src.display())))?;
     let push_start = crate::time::now_display();
+    let scan_start_micros = crate::time::now_micros();
     let repo = repo.with_progress(progress.clone());
 
     let parent = if opts.no_parent {
@@ -185,6 +186,9 @@ pub fn create_version(
     } else {
         repo.latest(&opts.branch)?
     };
+    // Files changed less than this before the parent's scan may have changed again within
+    // the same timestamp tick: read them again.
+    let reuse_before = parent.as_ref().map_or(0, |m| m.scan_start_micros.saturating_sub(RACY_MARGIN_MICROS));
     let parent_root: Option<Entry> = match &parent {
         Some(m) => repo.tree(&m.root)?.entries.first().cloned(),
         None => None,
@@ -218,7 +222,7 @@ pub fn create_version(
         std::thread::Builder::new()
             .name("ccfs-walk".into())
             .spawn(move || {
-                let mut w = Walker { ctx: &ctx, tx: &tx, links: HashMap::new() };
+                let mut w = Walker { ctx: &ctx, tx: &tx, links: HashMap::new(), reuse_before };
                 if let Err(e) = w.walk_root(&src, root_md, parent_root) {
                     let _ = tx.send(Event::Failed(e));
                 }
@@ -248,8 +252,11 @@ pub fn create_version(
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
     }
-    commit(&ctx, src, opts, parent.as_deref(), catalog, push_start, stats)
+    commit(&ctx, src, opts, parent.as_deref(), catalog, (push_start, scan_start_micros), stats)
 }
+
+/// Kernel file timestamps are coarse (one clock tick); one second is a safe margin.
+const RACY_MARGIN_MICROS: u64 = 1_000_000;
 
 fn commit(
     ctx: &Ctx,
@@ -257,7 +264,7 @@ fn commit(
     opts: &CreateOptions,
     parent: Option<&Manifest>,
     catalog: TreeRef,
-    push_start: String,
+    (push_start, scan_start_micros): (String, u64),
     mut stats: VersionStats,
 ) -> Result<CreateOutcome> {
     let store = ctx.repo.store();
@@ -303,6 +310,7 @@ fn commit(
             push_end_time: crate::time::now_display(),
             version_desc: opts.desc.clone(),
             source: src.display().to_string(),
+            scan_start_micros,
             root: catalog,
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
@@ -420,6 +428,8 @@ struct Walker<'a> {
     tx: &'a Sender<Event>,
     /// Hard-link groups already seen in this walk.
     links: HashMap<u64, ()>,
+    /// Only files whose ctime is before this (Unix µs) may be reused from the parent.
+    reuse_before: u64,
 }
 
 impl Walker<'_> {
@@ -511,7 +521,9 @@ impl Walker<'_> {
             }
         }
         if let Some(o) = old {
-            if o.size == e.size && o.mtime == e.mtime && o.ctime == e.ctime && o.inode == e.inode {
+            let ctime_micros = (o.ctime.sec.max(0) as u64) * 1_000_000 + o.ctime.nsec as u64 / 1000;
+            let settled = ctime_micros < self.reuse_before;
+            if settled && o.size == e.size && o.mtime == e.mtime && o.ctime == e.ctime && o.inode == e.inode {
                 e.content = o.content.clone();
                 add(&self.ctx.progress.fs.fs_files_dedup, 1);
                 return self.send(Event::Leaf(e));

@@ -235,6 +235,9 @@ pub struct Manifest {
     pub version_desc: String,
     /// The source the version was created from.
     pub source: String,
+    /// When the scan started (Unix µs). A file is reused unread by a child version only if its
+    /// ctime is older than this by more than the file system's timestamp granularity.
+    pub scan_start_micros: u64,
     /// Root directory of the version.
     pub root: TreeRef,
 }
@@ -280,5 +283,141 @@ pub fn ratio(num: u64, den: u64) -> f64 {
         0.0
     } else {
         num as f64 / den as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Snapshot tests pin every on-bucket encoding: a change here is a format change and must
+    //! bump [`FORMAT_VERSION`] and `docs/FORMAT.md`.
+    use super::*;
+    use crate::codec::encode_raw;
+    use crate::ids::{BlockId, PackId, PackKind, TreeId, VersionId};
+
+    fn loc(n: u8) -> Loc {
+        Loc { pack: PackId([n; 16]), offset: 4096 * n as u32, len: 1000 + n as u32, codec: Codec::Zstd }
+    }
+
+    fn sample_tree() -> Tree {
+        let file = Entry {
+            name: b"file\xff.txt".to_vec(),
+            kind: EntryKind::File,
+            mode: 0o4755,
+            uid: 1000,
+            gid: 100,
+            mtime: Timestamp { sec: 1_700_000_000, nsec: 123_456_789 },
+            ctime: Timestamp { sec: 1_700_000_001, nsec: 5 },
+            dev: 2049,
+            inode: 77,
+            size: 70_000,
+            nlink: 2,
+            rdev: 0,
+            target: vec![],
+            xattrs: vec![Xattr { name: b"user.k".to_vec(), value: b"v".to_vec() }],
+            content: vec![
+                Piece::Block(BlockRef { id: BlockId::of(b"block"), raw_len: 65_536, loc: loc(1) }),
+                Piece::Hole(4464),
+            ],
+            subtree: None,
+            link_group: Some(77),
+        };
+        let dir = Entry {
+            name: b"sub".to_vec(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            subtree: Some(TreeRef { id: TreeId::of(b"tree"), raw_len: 321, loc: loc(2) }),
+            content: vec![],
+            link_group: None,
+            xattrs: vec![],
+            nlink: 1,
+            size: 0,
+            ..file.clone()
+        };
+        let link = Entry {
+            name: b"symlink".to_vec(),
+            kind: EntryKind::Symlink,
+            target: b"../x".to_vec(),
+            size: 4,
+            content: vec![],
+            link_group: None,
+            xattrs: vec![],
+            nlink: 1,
+            ..file.clone()
+        };
+        Tree { entries: vec![file, dir, link] }
+    }
+
+    #[test]
+    fn tree_encoding_is_pinned() {
+        let raw = encode_raw(&sample_tree());
+        insta::assert_snapshot!("tree_bincode_hex", hex::encode(&raw));
+        insta::assert_snapshot!("tree_id", TreeId::of(&raw).to_hex());
+    }
+
+    #[test]
+    fn pack_trailer_and_index_encodings_are_pinned() {
+        let blob = BlobEntry { id: [7; 32], kind: PackKind::Data, raw_len: 65_536, loc: loc(3) };
+        let trailer = PackTrailer { kind: PackKind::Data, blobs: vec![blob] };
+        insta::assert_snapshot!("trailer_bincode_hex", hex::encode(encode_raw(&trailer)));
+        let index = IndexFile { packs: vec![PackId([3; 16])], blobs: vec![blob] };
+        insta::assert_snapshot!("index_bincode_hex", hex::encode(encode_raw(&index)));
+        let obj = crate::codec::encode_object(crate::codec::ObjectKind::Index, &index);
+        assert_eq!(&obj[..8], b"CCFS\x01\x01\x00\x00");
+        let back: IndexFile = crate::codec::decode_object(crate::codec::ObjectKind::Index, &obj, "index").unwrap();
+        assert_eq!(back, index);
+        assert!(crate::codec::decode_object::<IndexFile>(crate::codec::ObjectKind::PackTrailer, &obj, "x").is_err());
+    }
+
+    #[test]
+    fn json_objects_are_pinned() {
+        let config = StoreConfig {
+            format_version: FORMAT_VERSION,
+            store_uuid: "ace2471f-6d2e-40e6-9ad3-b56b708ade9b".into(),
+            block_size: 524_288,
+            chunking: Chunking::Fastcdc,
+            min_block_size: 131_072,
+            max_block_size: 2_097_152,
+            hash_type: HASH_TYPE.into(),
+            compression_method: CompressionMethod::Auto,
+            zstd_level: 3,
+            pack_size: 16 << 20,
+            created_at: "2017/05/15 11:12:04".into(),
+        };
+        insta::assert_json_snapshot!("store_config", config);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            version_id: "bucket/Version_main/1494835926422777".parse::<VersionId>().unwrap(),
+            version_uid: "3f6d77c2-06fa-4873-a4f9-2dcabc401e02".into(),
+            ccfs_srv_uid: "ace2471f-6d2e-40e6-9ad3-b56b708ade9b".into(),
+            branch_name: "main".into(),
+            parent_id: Some("bucket/Version_main/1494835914795401".parse().unwrap()),
+            catalog_file_id: format!("catalog_{}", TreeId::of(b"tree")),
+            index_file_id: "index_3f6d77c2-06fa-4873-a4f9-2dcabc401e02".into(),
+            stat_file_id: "stat_3f6d77c2-06fa-4873-a4f9-2dcabc401e02".into(),
+            block_size: 524_288,
+            hash_type: HASH_TYPE.into(),
+            push_start_time: "2017/05/15 11:12:04".into(),
+            push_end_time: "2017/05/15 11:12:05".into(),
+            version_desc: "nightly".into(),
+            source: "/data".into(),
+            scan_start_micros: 1_494_835_924_000_000,
+            root: TreeRef { id: TreeId::of(b"tree"), raw_len: 321, loc: loc(2) },
+        };
+        insta::assert_json_snapshot!("manifest", manifest);
+        let stats = VersionStats {
+            fs_num_files: 8,
+            fs_num_dirs: 1,
+            fs_total_data: 14,
+            diff_num_files: 5,
+            diff_num_dirs: 1,
+            diff_file_data: 14,
+            version_object_data: 472,
+            diff_data_reduction: ratio(14, 472),
+            total_data_reduction: ratio(14, 472),
+            new_blocks: 5,
+            new_block_bytes: 14,
+            skipped: vec![Skipped { path: "/data/file6".into(), reason: "no read access to file".into() }],
+        };
+        insta::assert_json_snapshot!("version_stats", stats);
     }
 }
