@@ -37,19 +37,41 @@ impl ChunkParams {
     }
 }
 
+/// Cut an in-memory buffer into blocks (the whole buffer is the stream).
+pub fn chunk_slice(params: ChunkParams, data: &[u8], mut sink: impl FnMut(&[u8])) {
+    match params.chunking {
+        Chunking::Fixed => data.chunks(params.avg as usize).for_each(sink),
+        Chunking::Fastcdc => {
+            for c in fastcdc::v2020::FastCDC::new(data, params.min, params.avg, params.max) {
+                sink(&data[c.offset..c.offset + c.length]);
+            }
+        }
+    }
+}
+
+/// Size of the read buffer [`chunk_stream`] needs for these parameters.
+pub fn buffer_size(params: ChunkParams) -> usize {
+    (4usize << 20).max(2 * params.max as usize)
+}
+
 /// Read `reader` to its end and call `sink` with each block, in order. Returns bytes read.
 ///
-/// Memory: one buffer of `max(8 MiB, 2 × max block)`.
+/// `buf` is the read buffer, grown to [`buffer_size`] if smaller; callers reuse it across
+/// files so it is allocated and zeroed once.
 ///
 /// # Errors
 /// The first error of `reader` or `sink`.
 pub fn chunk_stream<R: Read, E: From<std::io::Error>>(
     params: ChunkParams,
     mut reader: R,
+    buf: &mut Vec<u8>,
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let cap = (8usize << 20).max(2 * params.max as usize);
-    let mut buf = vec![0u8; cap];
+    let cap = buffer_size(params);
+    if buf.len() < cap {
+        buf.resize(cap, 0);
+    }
+    let buf = &mut buf[..cap];
     let mut filled = 0usize;
     let mut eof = false;
     let mut total = 0u64;
@@ -109,7 +131,7 @@ mod tests {
 
     fn blocks(params: ChunkParams, data: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        chunk_stream::<_, std::io::Error>(params, data, |b| {
+        chunk_stream::<_, std::io::Error>(params, data, &mut Vec::new(), |b| {
             out.push(b.to_vec());
             Ok(())
         })
@@ -155,7 +177,7 @@ mod tests {
             }
         }
         let mut dribbled = Vec::new();
-        chunk_stream::<_, std::io::Error>(p, Dribble(&data), |b| {
+        chunk_stream::<_, std::io::Error>(p, Dribble(&data), &mut Vec::new(), |b| {
             dribbled.push(b.to_vec());
             Ok(())
         })
@@ -175,6 +197,16 @@ mod tests {
         let a: std::collections::HashSet<_> = blocks(p, &data).into_iter().collect();
         let new = blocks(p, &changed).into_iter().filter(|b| !a.contains(b)).count();
         assert!(new <= 2, "{new} new blocks");
+    }
+
+    #[test]
+    fn slice_and_stream_agree() {
+        for p in [ChunkParams::new(Chunking::Fastcdc, 16 * 1024), ChunkParams::new(Chunking::Fixed, 4096)] {
+            let data = pseudo_random(300_000, 5);
+            let mut sliced = Vec::new();
+            chunk_slice(p, &data, |b| sliced.push(b.to_vec()));
+            assert_eq!(sliced, blocks(p, &data));
+        }
     }
 
     #[test]

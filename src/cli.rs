@@ -70,7 +70,7 @@ enum StoreCmd {
         #[arg(long, default_value_t = 3)]
         zstd_level: i32,
         /// Target pack object size in MiB.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 8)]
         pack_size_mb: u32,
         /// Re-format a store that already has a header (its versions become unreadable).
         #[arg(long)]

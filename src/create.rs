@@ -121,9 +121,12 @@ struct Ctx {
     trees: PackWriter,
     progress: Arc<Progress>,
     cancel: CancellationToken,
-    pool: rayon::ThreadPool,
+    /// Hashing and compression of large files' blocks; never blocks on I/O.
+    cpu: rayon::ThreadPool,
     new_blocks: std::sync::atomic::AtomicU64,
     new_block_bytes: std::sync::atomic::AtomicU64,
+    /// Reusable chunking buffers (one per running file job).
+    buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 /// Result of reading one file.
@@ -194,9 +197,10 @@ pub fn create_version(
         None => None,
     };
 
-    let threads =
-        if opts.threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { opts.threads };
-    let uploader = Arc::new(Uploader::new(repo.store().clone(), threads.max(2) * 2));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Reading many small files is bound by I/O latency: more readers than cores pay off.
+    let threads = if opts.threads == 0 { 4 * cpus } else { opts.threads };
+    let uploader = Arc::new(Uploader::new(repo.store().clone(), MAX_UPLOADS));
     let config = repo.config().clone();
     let ctx = Arc::new(Ctx {
         params: ChunkParams::of(&config),
@@ -205,15 +209,41 @@ pub fn create_version(
         trees: PackWriter::new(PackKind::Tree, (config.pack_size as usize / 4).max(1 << 20), uploader.clone()),
         progress: progress.clone(),
         cancel: cancel.clone(),
-        pool: rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("ccfs-create-{i}"))
+        cpu: rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus.min(threads))
+            .thread_name(|i| format!("ccfs-cpu-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
         new_blocks: Default::default(),
         new_block_bytes: Default::default(),
+        buffers: Mutex::new(Vec::new()),
         repo: repo.clone(),
     });
+
+    // File jobs go to `threads` reader threads through a bounded queue.
+    let (job_tx, job_rx) = bounded::<Job>(threads * 4);
+    let mut readers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (ctx, job_rx) = (ctx.clone(), job_rx.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("ccfs-read-{i}"))
+            .spawn(move || {
+                for job in job_rx {
+                    let res = if ctx.cancel.is_cancelled() {
+                        Err(JobError::Fatal(Error::Aborted))
+                    } else {
+                        read_file(&ctx, &job.path)
+                    };
+                    if let Err(JobError::Skip(r)) = &res {
+                        ctx.progress.skip(display(&job.path), r.clone());
+                    }
+                    let _ = job.reply.send(res);
+                }
+            })
+            .map_err(|e| Error::Internal(format!("reader thread: {e}")))?;
+        readers.push(h);
+    }
+    drop(job_rx);
 
     let (tx, rx) = bounded::<Event>(4096);
     let walker = {
@@ -222,7 +252,7 @@ pub fn create_version(
         std::thread::Builder::new()
             .name("ccfs-walk".into())
             .spawn(move || {
-                let mut w = Walker { ctx: &ctx, tx: &tx, links: HashMap::new(), reuse_before };
+                let mut w = Walker { ctx: &ctx, tx: &tx, jobs: job_tx, links: HashMap::new(), reuse_before };
                 if let Err(e) = w.walk_root(&src, root_md, parent_root) {
                     let _ = tx.send(Event::Failed(e));
                 }
@@ -234,6 +264,9 @@ pub fn create_version(
     let assembled = assemble(&ctx, &rx, &mut stats);
     drop(rx);
     let _ = walker.join();
+    for h in readers {
+        let _ = h.join();
+    }
     let root_entry = match assembled {
         Ok(r) => r,
         Err(e) => {
@@ -257,6 +290,16 @@ pub fn create_version(
 
 /// Kernel file timestamps are coarse (one clock tick); one second is a safe margin.
 const RACY_MARGIN_MICROS: u64 = 1_000_000;
+/// Packs being uploaded at once (each up to the pack size in memory).
+const MAX_UPLOADS: usize = 3;
+/// Files up to this size are read whole into an exact-size buffer.
+const SMALL_FILE: u64 = 1 << 20;
+
+/// A file for a reader thread.
+struct Job {
+    path: PathBuf,
+    reply: Sender<Result<FileResult, JobError>>,
+}
 
 fn commit(
     ctx: &Ctx,
@@ -426,6 +469,7 @@ fn count_file(ctx: &Ctx, stats: &mut VersionStats, e: &Entry, read: bool) {
 struct Walker<'a> {
     ctx: &'a Arc<Ctx>,
     tx: &'a Sender<Event>,
+    jobs: Sender<Job>,
     /// Hard-link groups already seen in this walk.
     links: HashMap<u64, ()>,
     /// Only files whose ctime is before this (Unix µs) may be reused from the parent.
@@ -542,16 +586,8 @@ impl Walker<'_> {
             }
             return self.send(Event::File(e, rx));
         }
-        let (tx, rx) = bounded(1);
-        let ctx = self.ctx.clone();
-        let size = e.size;
-        self.ctx.pool.spawn(move || {
-            let res = read_file(&ctx, &path, size);
-            if let Err(JobError::Skip(r)) = &res {
-                ctx.progress.skip(display(&path), r.clone());
-            }
-            let _ = tx.send(res);
-        });
+        let (reply, rx) = bounded(1);
+        self.jobs.send(Job { path, reply }).map_err(|_| Error::Aborted)?;
         self.send(Event::File(e, rx))
     }
 }
@@ -569,13 +605,15 @@ fn reason(e: &std::io::Error) -> String {
 }
 
 /// Read one file into pieces: data extents chunked, holes and all-zero blocks as holes.
-fn read_file(ctx: &Ctx, path: &Path, size_hint: u64) -> Result<FileResult, JobError> {
+fn read_file(ctx: &Ctx, path: &Path) -> Result<FileResult, JobError> {
     let mut file = File::open(path).map_err(|e| JobError::Skip(reason(&e)))?;
     let md = file.metadata().map_err(|e| JobError::Skip(reason(&e)))?;
     let size = md.len();
-    let _ = size_hint;
     use std::os::unix::fs::MetadataExt;
     let sparse = md.blocks() * 512 < size;
+    if !sparse && size <= SMALL_FILE {
+        return read_small(ctx, file);
+    }
     let extents = if sparse { fsmeta::data_extents(&file, size) } else { None };
     let extents = extents.unwrap_or_else(|| vec![(0, u64::MAX)]);
     let mut pieces = Vec::new();
@@ -598,6 +636,24 @@ fn read_file(ctx: &Ctx, path: &Path, size_hint: u64) -> Result<FileResult, JobEr
     Ok(FileResult { content: pieces, size: pos })
 }
 
+/// A small file: read whole, chunk from memory, store on this thread.
+fn read_small(ctx: &Ctx, mut file: File) -> Result<FileResult, JobError> {
+    let mut data = Vec::with_capacity(SMALL_FILE as usize / 64);
+    file.read_to_end(&mut data).map_err(|e| JobError::Skip(reason(&e)))?;
+    let mut pieces = Vec::new();
+    let mut fail = None;
+    crate::chunker::chunk_slice(ctx.params, &data, |block| match store_block(ctx, block) {
+        Ok(Piece::Hole(n)) => push_hole(&mut pieces, n),
+        Ok(p) => pieces.push(p),
+        Err(e) => fail = fail.take().or(Some(e)),
+    });
+    if let Some(e) = fail {
+        return Err(JobError::Fatal(e));
+    }
+    add(&ctx.progress.fs.fs_files_bytes_read, data.len() as u64);
+    Ok(FileResult { content: pieces, size: data.len() as u64 })
+}
+
 fn push_hole(pieces: &mut Vec<Piece>, n: u64) {
     if let Some(Piece::Hole(h)) = pieces.last_mut() {
         *h += n;
@@ -608,7 +664,7 @@ fn push_hole(pieces: &mut Vec<Piece>, n: u64) {
 
 /// Chunk a reader; blocks are gathered in batches and stored in parallel.
 fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<u64, JobError> {
-    const BATCH_BYTES: usize = 8 << 20;
+    const BATCH_BYTES: usize = 4 << 20;
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0usize;
     let flush = |batch: &mut Vec<Vec<u8>>, pieces: &mut Vec<Piece>| -> Result<(), JobError> {
@@ -618,7 +674,8 @@ fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<
         let out: Vec<Result<Piece>> = if batch.len() == 1 {
             vec![store_block(ctx, &batch[0])]
         } else {
-            batch.par_iter().map(|b| store_block(ctx, b)).collect()
+            // Reader threads are not pool threads: `install` blocks them without stealing work.
+            ctx.cpu.install(|| batch.par_iter().map(|b| store_block(ctx, b)).collect())
         };
         for p in out {
             match p.map_err(JobError::Fatal)? {
@@ -629,7 +686,8 @@ fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<
         batch.clear();
         Ok(())
     };
-    let read = chunk_stream::<_, ChunkErr>(ctx.params, reader, |block| {
+    let mut buf = ctx.buffers.lock().expect("buffer pool poisoned").pop().unwrap_or_default();
+    let res = chunk_stream::<_, ChunkErr>(ctx.params, reader, &mut buf, |block| {
         batch.push(block.to_vec());
         batch_bytes += block.len();
         if batch_bytes >= BATCH_BYTES {
@@ -637,8 +695,9 @@ fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<
             flush(&mut batch, pieces).map_err(ChunkErr::Job)?;
         }
         Ok(())
-    })
-    .map_err(|e| match e {
+    });
+    ctx.buffers.lock().expect("buffer pool poisoned").push(buf);
+    let read = res.map_err(|e| match e {
         ChunkErr::Io(e) => JobError::Skip(reason(&e)),
         ChunkErr::Job(j) => j,
     })?;

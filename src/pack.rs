@@ -18,7 +18,7 @@ pub fn compress(method: CompressionMethod, level: i32, raw: &[u8]) -> (Codec, Ve
     match method {
         CompressionMethod::None => (Codec::Raw, raw.to_vec()),
         CompressionMethod::Zstd | CompressionMethod::Auto => {
-            let z = zstd::bulk::compress(raw, level).expect("zstd compression of a memory buffer cannot fail");
+            let z = zstd_compress(raw, level);
             if method == CompressionMethod::Auto && z.len() + raw.len() / 32 >= raw.len() {
                 (Codec::Raw, raw.to_vec())
             } else {
@@ -26,6 +26,23 @@ pub fn compress(method: CompressionMethod, level: i32, raw: &[u8]) -> (Codec, Ve
             }
         }
     }
+}
+
+thread_local! {
+    /// One zstd context per thread and level: creating one costs more than compressing a small block.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(raw: &[u8], level: i32) -> Vec<u8> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            let c = zstd::bulk::Compressor::new(level).expect("zstd context");
+            *slot = Some((level, c));
+        }
+        let (_, c) = slot.as_mut().expect("set above");
+        c.compress(raw).expect("zstd compression of a memory buffer cannot fail")
+    })
 }
 
 /// Decode a stored blob to its raw bytes; `what` names it in errors.

@@ -38,7 +38,7 @@ impl Default for InitOptions {
             chunking: Chunking::Fastcdc,
             compression: CompressionMethod::Auto,
             zstd_level: 3,
-            pack_size_mb: 16,
+            pack_size_mb: 8,
             force: false,
         }
     }
