@@ -323,6 +323,17 @@ impl Repo {
         Ok(raw)
     }
 
+    /// Read and verify one block without caching it (restores read most blocks once).
+    ///
+    /// # Errors
+    /// As [`Repo::block`].
+    pub fn block_uncached(&self, b: &BlockRef) -> Result<Bytes> {
+        if let Some(d) = self.blocks.get(&b.id) {
+            return Ok(d);
+        }
+        Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?))
+    }
+
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {
         let path = pack_path(kind, &loc.pack);
         let stored = self.store.get_range(&path, loc.offset as u64..loc.offset as u64 + loc.len as u64)?;
