@@ -40,6 +40,34 @@ enum Cmd {
     /// Create, list, browse and restore versions.
     #[command(subcommand)]
     Version(VersionCmd),
+    /// Mount the store, one branch or one version read-only (FUSE).
+    ///
+    /// The whole store shows as <branch>/<micros>/… with a `latest` link per branch.
+    Mount {
+        /// [STORE] MOUNTPOINT — the store may instead come from --store / CCFS_STORE.
+        #[arg(num_args = 1..=2, required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Mount one version (an id, `latest`, `<branch>:latest`, …) at the mount point's root.
+        #[arg(long, conflicts_with = "branch")]
+        version: Option<String>,
+        /// Mount one branch: its versions and `latest` at the root.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Stay in the foreground (Ctrl-C or SIGTERM unmounts).
+        #[arg(short, long)]
+        foreground: bool,
+        /// FUSE request threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Let other users read the mount.
+        #[arg(long)]
+        allow_other: bool,
+        /// In-memory block cache in MiB.
+        #[arg(long, default_value_t = 512)]
+        cache_mb: u64,
+    },
+    /// Unmount a ccfs mount point.
+    Unmount { mountpoint: PathBuf },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -168,10 +196,16 @@ pub fn run() -> ExitCode {
     {
         let cancel = cancel.clone();
         rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nccfs: interrupted, stopping…");
-                cancel.cancel();
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
+            eprintln!("\nccfs: interrupted, stopping…");
+            cancel.cancel();
         });
     }
     let json = cli.json;
@@ -202,12 +236,19 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-fn store_url(cli: &Cli) -> Result<String> {
-    cli.store.clone().context("no store given: pass --store URL or set CCFS_STORE")
+fn store_url(store: &Option<String>) -> Result<String> {
+    store.clone().context("no store given: pass --store URL or set CCFS_STORE")
 }
 
 fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> Result<ExitCode> {
-    let url = store_url(&cli)?;
+    if let Cmd::Unmount { mountpoint } = &cli.cmd {
+        crate::mount::unmount(mountpoint)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Cmd::Mount { .. } = &cli.cmd {
+        return mount_cmd(cli, rt, cancel);
+    }
+    let url = store_url(&cli.store)?;
     let json = cli.json;
     match cli.cmd {
         Cmd::Store(StoreCmd::Init { block_size_kb, chunking, compression, zstd_level, pack_size_mb, force }) => {
@@ -279,7 +320,71 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Version(v) => version_cmd(v, &url, json, rt, cancel),
+        Cmd::Mount { .. } | Cmd::Unmount { .. } => unreachable!("handled above"),
     }
+}
+
+fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> Result<ExitCode> {
+    let Cmd::Mount { paths, version, branch, foreground, threads, allow_other, cache_mb } = cli.cmd else {
+        unreachable!("mount_cmd is called for mount only")
+    };
+    let (url, mountpoint) = match paths.as_slice() {
+        [store, mp] => (store.to_string_lossy().into_owned(), mp.clone()),
+        [mp] => (store_url(&cli.store)?, mp.clone()),
+        _ => anyhow::bail!("give [STORE] MOUNTPOINT"),
+    };
+    let mountpoint = crate::mount::check_mountpoint(&mountpoint)?;
+    let store = Store::open(&url, rt.clone(), false)?;
+    let caches = ccfs::repo::CacheOptions { block_cache_bytes: cache_mb << 20, ..Default::default() };
+    let repo = Repo::open_with(store, &caches)?;
+    let root = match (&version, &branch) {
+        (Some(v), _) => ccfs::fsview::ViewRoot::Version(repo.resolve(v, "main")?.version_id.clone()),
+        (None, Some(b)) => ccfs::fsview::ViewRoot::Branch(b.clone()),
+        (None, None) => ccfs::fsview::ViewRoot::Store,
+    };
+    if !foreground {
+        let mut args: Vec<std::ffi::OsString> = vec!["--store".into(), url.clone().into(), "mount".into()];
+        args.push(mountpoint.clone().into());
+        args.push("--foreground".into());
+        if let Some(v) = &version {
+            args.extend(["--version".into(), v.into()]);
+        }
+        if let Some(b) = &branch {
+            args.extend(["--branch".into(), b.into()]);
+        }
+        args.extend(["--threads".into(), threads.to_string().into(), "--cache-mb".into(), cache_mb.to_string().into()]);
+        if allow_other {
+            args.push("--allow-other".into());
+        }
+        let log = std::env::temp_dir()
+            .join(format!("ccfs-mount-{}.log", mountpoint.to_string_lossy().trim_start_matches('/').replace('/', "_")));
+        let pid = crate::mount::spawn_background(args, &mountpoint, &log)?;
+        println!(
+            "mounted {url} at {} (pid {pid}, log {}); unmount with `ccfs unmount {}`",
+            mountpoint.display(),
+            log.display(),
+            mountpoint.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let view = ccfs::fsview::FsView::new(repo, root, ccfs::fsview::ViewOptions::default())?;
+    let tree = Arc::new(crate::mount::FuseTree { view });
+    let opts = ccfs_fuse::MountOptions { fsname: format!("ccfs:{url}"), threads, allow_other };
+    let (mounted, mut unmounter) = ccfs_fuse::mount(tree, &mountpoint, &opts)
+        .with_context(|| format!("mount at {} (is fuse3 installed?)", mountpoint.display()))?;
+    eprintln!("ccfs: serving {url} at {} (Ctrl-C to unmount)", mountpoint.display());
+    rt.spawn(async move {
+        cancel.cancelled().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = unmounter.unmount() {
+                eprintln!("ccfs: unmount failed: {e}");
+            }
+        })
+        .await;
+    });
+    mounted.wait().context("FUSE session")?;
+    eprintln!("ccfs: unmounted {}", mountpoint.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_repo(url: &str, rt: tokio::runtime::Handle) -> Result<Repo> {

@@ -84,18 +84,31 @@ pub enum Error {
     /// A bug or an impossible state; the message says where.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// An error shared by several callers that waited on the same work (a joined block fetch).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 impl Error {
     /// Whether retrying the same call can help (transient store or network errors).
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::Shared(e) => e.is_retryable(),
             Error::Store { source, .. } => matches!(source, object_store::Error::Generic { .. }),
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
             _ => false,
+        }
+    }
+
+    /// The error itself, looking through [`Error::Shared`].
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Shared(e) => e.root(),
+            e => e,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod create;
 pub mod error;
 pub mod format;
 pub mod fsmeta;
+pub mod fsview;
 pub mod ids;
 pub mod pack;
 pub mod progress;

@@ -315,12 +315,15 @@ impl Repo {
     /// [`Error::Corrupt`] naming the pack and block when the bytes do not hash to the block id;
     /// [`Error::MissingObject`] when the pack is gone.
     pub fn block(&self, b: &BlockRef) -> Result<Bytes> {
-        if let Some(d) = self.blocks.get(&b.id) {
-            return Ok(d);
-        }
-        let raw = Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?);
-        self.blocks.insert(b.id, raw.clone());
-        Ok(raw)
+        // Concurrent misses for one block are joined: one fetch, every caller gets its result.
+        self.blocks
+            .try_get_with(b.id, || self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block").map(Bytes::from))
+            .map_err(Error::Shared)
+    }
+
+    /// Whether a block is in the memory cache.
+    pub fn has_cached_block(&self, id: &BlockId) -> bool {
+        self.blocks.contains_key(id)
     }
 
     /// Read and verify one block without caching it (restores read most blocks once).
