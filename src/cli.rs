@@ -62,8 +62,8 @@ enum Cmd {
         /// Let other users read the mount.
         #[arg(long)]
         allow_other: bool,
-        /// In-memory block cache in MiB.
-        #[arg(long, default_value_t = 512)]
+        /// In-memory block cache in MiB (read-ahead fills it too).
+        #[arg(long, default_value_t = 192)]
         cache_mb: u64,
     },
     /// Unmount a ccfs mount point.

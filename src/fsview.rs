@@ -10,7 +10,7 @@
 //!   repo's cache (concurrent misses joined), and prefetch ahead of sequential readers: the
 //!   window starts at one block, doubles per sequential read up to 32 MiB, resets on a random
 //!   read (cancelling prefetches that have not started), and all prefetches together are capped
-//!   in bytes.
+//!   in bytes (64 MiB by default).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +49,7 @@ pub struct ViewOptions {
 
 impl Default for ViewOptions {
     fn default() -> Self {
-        ViewOptions { max_readahead: 32 << 20, max_prefetch_bytes: 128 << 20 }
+        ViewOptions { max_readahead: 32 << 20, max_prefetch_bytes: 64 << 20 }
     }
 }
 
