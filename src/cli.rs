@@ -68,6 +68,24 @@ enum Cmd {
     },
     /// Unmount a ccfs mount point.
     Unmount { mountpoint: PathBuf },
+    /// Run the REST control plane (the CloudConnect API) until SIGINT/SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// State directory (SQLite database, credentials, local buckets).
+        #[arg(long, env = "CCFS_STATE", default_value = "ccfs-state")]
+        state: PathBuf,
+        /// Directory holding `local` buckets (default: <state>/buckets).
+        #[arg(long)]
+        buckets: Option<PathBuf>,
+        /// Data-set paths of connections (fs_path, fs_src, fs_dest) must lie under this directory.
+        #[arg(long, default_value = "/")]
+        fs_root: PathBuf,
+        /// Session lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        session_ttl: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -248,6 +266,20 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
     if let Cmd::Mount { .. } = &cli.cmd {
         return mount_cmd(cli, rt, cancel);
     }
+    if let Cmd::Serve { listen, state, buckets, fs_root, session_ttl } = cli.cmd {
+        let opts = crate::serve::ServeOptions {
+            listen,
+            state_dir: state,
+            bucket_root: buckets,
+            fs_root,
+            session_ttl: Duration::from_secs(session_ttl),
+        };
+        let rt2 = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ccfs-http").build()?;
+        crate::serve::run(opts, &rt2, cancel)?;
+        rt2.shutdown_timeout(Duration::from_secs(5));
+        let _ = rt;
+        return Ok(ExitCode::SUCCESS);
+    }
     let url = store_url(&cli.store)?;
     let json = cli.json;
     match cli.cmd {
@@ -320,7 +352,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Version(v) => version_cmd(v, &url, json, rt, cancel),
-        Cmd::Mount { .. } | Cmd::Unmount { .. } => unreachable!("handled above"),
+        Cmd::Mount { .. } | Cmd::Unmount { .. } | Cmd::Serve { .. } => unreachable!("handled above"),
     }
 }
 

@@ -5,6 +5,7 @@
 //! (`ccfs-fuse`, `control-api`) and the `ccfs` binary, which wires them to this library.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod catalog;
 pub mod checkout;
 pub mod chunker;

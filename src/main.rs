@@ -2,6 +2,7 @@
 
 mod cli;
 mod mount;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     cli::run()
