@@ -12,6 +12,8 @@ log() { printf '\n==> %s\n' "$*"; }
 need_pkgs=()
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
+command -v curl >/dev/null || need_pkgs+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need_pkgs[*]}"
@@ -38,3 +40,10 @@ fi
 log "tests"
 export CI="${CI:-true}"   # insta: never write snapshots in the test command, fail on mismatch
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
+
+log "schema-driven fuzzing of the control plane (schemathesis)"
+bash scripts/fuzz_api.sh target/debug/ccfs
+
+# One closing line with the totals of every cargo test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nsummary: %d passed, %d failed\n", p, f }' target/test-output.log

@@ -470,6 +470,21 @@ fn bad_requests_are_refused_with_the_right_status() {
     assert_eq!(s.call("GET", "/elcc_api/nope", None).0, 404);
     assert_eq!(s.call("PATCH", "/elcc_api/ccstores", None).0, 405);
     s.stop();
+
+    // with a data root, fs_path must lie inside it (not be re-rooted under it)
+    let mut s = Server::start(&tmp.path().join("state2"), &["--fs-root", data.to_str().unwrap()]);
+    s.login();
+    let (st, v) = s.call(
+        "POST",
+        &r("x/connect"),
+        Some(json!({"cloud_service": "local", "bucket_name": "b-2", "create_if_not_found": true, "fs_path": "/etc"})),
+    );
+    assert_eq!(st, 422, "{v}");
+    connect(&s, "x", "b-2", &data);
+    let op = s.ok("POST", &r("x/versions"), Some(json!({})));
+    assert_eq!(s.wait_op(op["id"].as_i64().unwrap())["operation_status"], "complete");
+    assert_eq!(s.ok("GET", &format!("{}?path=/", r("x/versions/dir")), None)[0]["name"], "f");
+    s.stop();
 }
 
 #[test]

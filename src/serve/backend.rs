@@ -97,6 +97,21 @@ fn one_of(name: &str, v: &Option<String>, allowed: &[&str]) -> Result<(), ApiErr
 const MODIFIED: &[&str] = &["modified_keep_newer", "modified_keep_existing", "modified_replace"];
 const ABSENT: &[&str] = &["absent_delete", "absent_archive", "absent_preserve"];
 
+/// A connection's `fs_path`: absolute, without `..`, and inside the server's fs root.
+fn data_set_root(fs_root: &Path, p: &str) -> Result<String, ApiError> {
+    if !p.starts_with('/') {
+        return Err(ApiError::unprocessable("fs_path must be an absolute path"));
+    }
+    let path = inside(Path::new("/"), p)?;
+    if !path.starts_with(fs_root) {
+        return Err(ApiError::unprocessable(format!(
+            "fs_path {p} is outside the server's data root {}",
+            fs_root.display()
+        )));
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// Resolve a data-set path inside `base` (itself inside the server's fs root): absolute paths are
 /// taken relative to `base`; `..` is refused.
 fn inside(base: &Path, p: &str) -> Result<PathBuf, ApiError> {
@@ -309,15 +324,8 @@ impl Backend for ServeBackend {
                 "NFS data sets (nfserver/nfsexport) are not supported by this server yet",
             ));
         }
-        let fs_path = if req.fs_path.is_empty() {
-            String::new()
-        } else {
-            if !req.fs_path.starts_with('/') {
-                return Err(ApiError::unprocessable("fs_path must be an absolute path"));
-            }
-            let p = inside(&self.cfg.fs_root, &req.fs_path)?;
-            p.to_string_lossy().into_owned()
-        };
+        let fs_path =
+            if req.fs_path.is_empty() { String::new() } else { data_set_root(&self.cfg.fs_root, &req.fs_path)? };
         valid_bucket(&req.bucket_name)?;
         let dir = match req.cloud_service.as_str() {
             "local" => self.cfg.bucket_root.join(&req.bucket_name),
@@ -395,10 +403,7 @@ impl Backend for ServeBackend {
             ));
         }
         if let Some(p) = req.fs_path {
-            if !p.starts_with('/') {
-                return Err(ApiError::unprocessable("fs_path must be an absolute path"));
-            }
-            c.fs_path = inside(&self.cfg.fs_root, &p)?.to_string_lossy().into_owned();
+            c.fs_path = data_set_root(&self.cfg.fs_root, &p)?;
         }
         if let Some(v) = req.name {
             c.name = v;
