@@ -50,6 +50,25 @@ impl Version {
         self.manifest.version_id.to_string()
     }
 
+    /// Name this version in data errors (a corrupt or missing object names the object, the
+    /// version and, via the caller, the file).
+    pub fn in_version(&self, e: Error) -> Error {
+        match e.root() {
+            Error::Corrupt { object, reason } => {
+                Error::Corrupt { object: object.clone(), reason: format!("{reason}; needed by version {}", self.id()) }
+            }
+            Error::MissingObject { object, reason } => Error::MissingObject {
+                object: object.clone(),
+                reason: format!("{reason}; needed by version {}", self.id()),
+            },
+            _ => e,
+        }
+    }
+
+    fn block(&self, b: &crate::format::BlockRef) -> Result<bytes::Bytes> {
+        self.repo.block(b).map_err(|e| self.in_version(e))
+    }
+
     /// The root directory's entry.
     ///
     /// # Errors
@@ -126,7 +145,7 @@ impl Version {
             match piece {
                 Piece::Hole(_) => out.resize(out.len() + (to - from) as usize, 0),
                 Piece::Block(b) => {
-                    let data = self.repo.block(b)?;
+                    let data = self.block(b)?;
                     out.extend_from_slice(&data[from as usize..to as usize]);
                 }
             }
@@ -157,7 +176,7 @@ impl Version {
                     }
                 }
                 Piece::Block(b) => {
-                    let data = self.repo.block(b)?;
+                    let data = self.block(b)?;
                     w.write_all(&data).map_err(|e| Error::io("write", "output", e))?;
                 }
             }

@@ -287,7 +287,7 @@ fn write_pieces(shared: &Shared, f: &File, e: &Entry, tmp: &Path) -> Result<()> 
             return Err(Error::Aborted);
         }
         if let Piece::Block(b) = piece {
-            let data = shared.version.repo.block_uncached(b)?;
+            let data = shared.version.repo.block_uncached(b).map_err(|e| shared.version.in_version(e))?;
             f.write_all_at(&data, pos).map_err(|err| Error::io("write", tmp, err))?;
             add(&shared.progress.fs.fs_files_bytes_written, data.len() as u64);
         }

@@ -65,6 +65,12 @@ enum Cmd {
         /// In-memory block cache in MiB (read-ahead fills it too).
         #[arg(long, default_value_t = 192)]
         cache_mb: u64,
+        /// Optional on-disk block cache directory (shared by mounts pointing at it; verified on read).
+        #[arg(long)]
+        disk_cache: Option<PathBuf>,
+        /// Size bound of the on-disk cache in MiB.
+        #[arg(long, default_value_t = 2048)]
+        disk_cache_mb: u64,
     },
     /// Unmount a ccfs mount point.
     Unmount { mountpoint: PathBuf },
@@ -357,7 +363,9 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
 }
 
 fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> Result<ExitCode> {
-    let Cmd::Mount { paths, version, branch, foreground, threads, allow_other, cache_mb } = cli.cmd else {
+    let Cmd::Mount { paths, version, branch, foreground, threads, allow_other, cache_mb, disk_cache, disk_cache_mb } =
+        cli.cmd
+    else {
         unreachable!("mount_cmd is called for mount only")
     };
     let (url, mountpoint) = match paths.as_slice() {
@@ -367,7 +375,14 @@ fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) ->
     };
     let mountpoint = crate::mount::check_mountpoint(&mountpoint)?;
     let store = Store::open(&url, rt.clone(), false)?;
-    let caches = ccfs::repo::CacheOptions { block_cache_bytes: cache_mb << 20, ..Default::default() };
+    let disk = match &disk_cache {
+        Some(d) if foreground => Some(
+            ccfs::diskcache::DiskCache::open(d, disk_cache_mb << 20)
+                .with_context(|| format!("disk cache {}", d.display()))?,
+        ),
+        _ => None,
+    };
+    let caches = ccfs::repo::CacheOptions { block_cache_bytes: cache_mb << 20, disk, ..Default::default() };
     let repo = Repo::open_with(store, &caches)?;
     let root = match (&version, &branch) {
         (Some(v), _) => ccfs::fsview::ViewRoot::Version(repo.resolve(v, "main")?.version_id.clone()),
@@ -387,6 +402,10 @@ fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) ->
         args.extend(["--threads".into(), threads.to_string().into(), "--cache-mb".into(), cache_mb.to_string().into()]);
         if allow_other {
             args.push("--allow-other".into());
+        }
+        if let Some(d) = &disk_cache {
+            let d = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
+            args.extend(["--disk-cache".into(), d.into(), "--disk-cache-mb".into(), disk_cache_mb.to_string().into()]);
         }
         let log = std::env::temp_dir()
             .join(format!("ccfs-mount-{}.log", mountpoint.to_string_lossy().trim_start_matches('/').replace('/', "_")));
@@ -531,7 +550,7 @@ fn version_cmd(
             let e = v.lookup(path.as_bytes())?;
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            v.copy_to(&e, &mut lock)?;
+            v.copy_to(&e, &mut lock).with_context(|| format!("reading {}", path.to_string_lossy()))?;
             std::io::Write::flush(&mut lock).context("write to standard output")?;
             Ok(ExitCode::SUCCESS)
         }

@@ -123,8 +123,14 @@ pub struct FsView {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     prefetching: Arc<AtomicU64>,
+    /// Sub-tree fetches in flight, and trees whose sub-trees were already requested.
+    tree_prefetching: Arc<AtomicU64>,
+    tree_prefetched: Mutex<std::collections::HashSet<crate::ids::TreeId>>,
     totals: (u64, u64),
 }
+
+/// Sub-directory trees fetched ahead at once.
+const MAX_TREE_PREFETCH: u64 = 32;
 
 impl FsView {
     /// Open a view. For a version root this reads its manifest and catalog only.
@@ -155,6 +161,8 @@ impl FsView {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             prefetching: Arc::new(AtomicU64::new(0)),
+            tree_prefetching: Arc::new(AtomicU64::new(0)),
+            tree_prefetched: Mutex::new(std::collections::HashSet::new()),
             totals,
         })
     }
@@ -263,8 +271,36 @@ impl FsView {
     fn children(&self, node: &Node) -> Result<Arc<Tree>> {
         let e = node.entry().ok_or_else(|| Error::Internal("children of a non-entry".into()))?;
         match (&e.kind, &e.subtree) {
-            (EntryKind::Dir, Some(r)) => self.repo.tree(r),
+            (EntryKind::Dir, Some(r)) => {
+                let tree = self.repo.tree(r)?;
+                self.prefetch_subtrees(r.id, &tree);
+                Ok(tree)
+            }
             _ => Err(Error::NotADirectory { version: String::new(), path: String::from_utf8_lossy(&e.name).into() }),
+        }
+    }
+
+    /// Metadata read-ahead: once a directory is read, its sub-directories' trees are fetched in
+    /// the background (at most [`MAX_TREE_PREFETCH`] at a time), so a walk rarely waits on the store.
+    fn prefetch_subtrees(&self, id: crate::ids::TreeId, tree: &Tree) {
+        if !self.tree_prefetched.lock().expect("prefetch set poisoned").insert(id) {
+            return;
+        }
+        for sub in tree.entries.iter().filter_map(|e| e.subtree) {
+            if self.repo.has_cached_tree(&sub.id) {
+                continue;
+            }
+            if self.tree_prefetching.fetch_add(1, Ordering::Relaxed) >= MAX_TREE_PREFETCH {
+                self.tree_prefetching.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            let (repo, inflight) = (self.repo.clone(), self.tree_prefetching.clone());
+            self.repo.store().runtime().spawn_blocking(move || {
+                if let Err(e) = repo.tree(&sub) {
+                    tracing::debug!(tree = %sub.id, error = %e, "tree prefetch failed");
+                }
+                inflight.fetch_sub(1, Ordering::Relaxed);
+            });
         }
     }
 

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod chunker;
 pub mod codec;
 pub mod create;
+pub mod diskcache;
 pub mod error;
 pub mod format;
 pub mod fsmeta;

@@ -51,11 +51,13 @@ pub struct CacheOptions {
     pub tree_cache_bytes: u64,
     /// Bytes of raw blocks kept in memory.
     pub block_cache_bytes: u64,
+    /// An optional on-disk block cache below the memory cache.
+    pub disk: Option<Arc<crate::diskcache::DiskCache>>,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
-        CacheOptions { tree_cache_bytes: 64 << 20, block_cache_bytes: 128 << 20 }
+        CacheOptions { tree_cache_bytes: 64 << 20, block_cache_bytes: 128 << 20, disk: None }
     }
 }
 
@@ -67,6 +69,7 @@ pub struct Repo {
     trees: moka::sync::Cache<TreeId, Arc<Tree>>,
     blocks: moka::sync::Cache<BlockId, Bytes>,
     manifests: moka::sync::Cache<VersionId, Arc<Manifest>>,
+    disk: Option<Arc<crate::diskcache::DiskCache>>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -161,7 +164,7 @@ impl Repo {
             .weigher(|_: &BlockId, b: &Bytes| b.len() as u32)
             .build();
         let manifests = moka::sync::Cache::builder().max_capacity(100_000).build();
-        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests })
+        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests, disk: caches.disk.clone() })
     }
 
     pub fn store(&self) -> &Store {
@@ -317,8 +320,22 @@ impl Repo {
     pub fn block(&self, b: &BlockRef) -> Result<Bytes> {
         // Concurrent misses for one block are joined: one fetch, every caller gets its result.
         self.blocks
-            .try_get_with(b.id, || self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block").map(Bytes::from))
+            .try_get_with(b.id, || {
+                if let Some(d) = self.disk.as_ref().and_then(|d| d.get(&b.id)) {
+                    return Ok(d);
+                }
+                let data = self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block").map(Bytes::from)?;
+                if let Some(d) = &self.disk {
+                    d.put(&b.id, &data);
+                }
+                Ok(data)
+            })
             .map_err(Error::Shared)
+    }
+
+    /// Whether a tree is in the memory cache.
+    pub fn has_cached_tree(&self, id: &TreeId) -> bool {
+        self.trees.contains_key(id)
     }
 
     /// Whether a block is in the memory cache.

@@ -257,3 +257,40 @@ fn whole_store_layout_and_signal_unmount() {
     let o = ccfs(&store, &["mount", tmp.path().join("mnt3").to_str().unwrap(), "--version", "nope"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn disk_cache_is_shared_verified_and_bounded() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, store, cache) = (tmp.path().join("src"), tmp.path().join("store"), tmp.path().join("cache"));
+    let data = random_bytes(3 << 20, 77);
+    write(&src.join("f.bin"), &data);
+    ccfs_ok(&store, &["store", "init"]);
+    ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
+    let cache_arg = ["--disk-cache", cache.to_str().unwrap(), "--disk-cache-mb", "64"];
+    let mut args = vec!["--version", "latest"];
+    args.extend_from_slice(&cache_arg);
+    let mut m = Mount::new(&store, &tmp.path().join("mnt"), &args);
+    assert!(std::fs::read(m.dir.join("f.bin")).unwrap() == data);
+    m.unmount();
+    let cached: Vec<PathBuf> = objects_under(&cache, "");
+    assert!(!cached.is_empty(), "blocks land in the disk cache");
+    // the store loses its data: a new mount of another view is still served from the cache
+    for p in objects_under(&store, "packs/data") {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut m = Mount::new(&store, &tmp.path().join("mnt2"), &cache_arg);
+    let via_store_view = m.dir.join("main/latest/f.bin");
+    assert!(std::fs::read(&via_store_view).unwrap() == data, "served from the disk cache");
+    m.unmount();
+    // a corrupted cache entry is a miss, never wrong data (and the store has nothing left)
+    let victim = &cached[0];
+    std::fs::write(victim, b"not the block").unwrap();
+    let mut m = Mount::new(&store, &tmp.path().join("mnt3"), &args);
+    let err = std::fs::read(m.dir.join("f.bin")).expect_err("a corrupt cache entry must not be served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(!victim.exists(), "the corrupt entry is dropped");
+    m.unmount();
+}

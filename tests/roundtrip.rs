@@ -213,6 +213,10 @@ fn corrupt_pack_is_named_not_served() {
     assert!(!cat.status.success());
     let err = String::from_utf8_lossy(&cat.stderr);
     assert!(err.contains("corrupt") && err.contains(&pack_name), "{err}");
+    assert!(
+        err.contains("/data.bin") && err.contains("needed by version store/Version_main/"),
+        "names file and version: {err}"
+    );
     let truth = random_bytes(3 << 20, 5);
     assert!(cat.stdout.len() < truth.len(), "the corrupt block must not be served");
     assert!(truth.starts_with(&cat.stdout), "only correct bytes may be written before the error");
@@ -221,7 +225,7 @@ fn corrupt_pack_is_named_not_served() {
     let co = ccfs(&store, &["version", "checkout", "--to", out.to_str().unwrap()]);
     assert_eq!(co.status.code(), Some(3), "checkout completes but reports the file");
     let err = String::from_utf8_lossy(&co.stderr);
-    assert!(err.contains(&pack_name) && err.contains("data.bin"), "{err}");
+    assert!(err.contains(&pack_name) && err.contains("data.bin") && err.contains("needed by version"), "{err}");
     assert!(!out.join("data.bin").exists(), "a corrupt file must not appear under its name");
 }
 
