@@ -91,6 +91,9 @@ enum Cmd {
         /// Session lifetime in seconds.
         #[arg(long, default_value_t = 12 * 3600)]
         session_ttl: u64,
+        /// Answer stats and version lists fresh unless a request passes allow_cache=true.
+        #[arg(long)]
+        no_cache_lookup: bool,
     },
 }
 
@@ -272,13 +275,14 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
     if let Cmd::Mount { .. } = &cli.cmd {
         return mount_cmd(cli, rt, cancel);
     }
-    if let Cmd::Serve { listen, state, buckets, fs_root, session_ttl } = cli.cmd {
+    if let Cmd::Serve { listen, state, buckets, fs_root, session_ttl, no_cache_lookup } = cli.cmd {
         let opts = crate::serve::ServeOptions {
             listen,
             state_dir: state,
             bucket_root: buckets,
             fs_root,
             session_ttl: Duration::from_secs(session_ttl),
+            cache_lookup: !no_cache_lookup,
         };
         let rt2 = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ccfs-http").build()?;
         crate::serve::run(opts, &rt2, cancel)?;

@@ -25,6 +25,9 @@ pub struct ServeConfig {
     /// Data-set paths (`fs_path`, `fs_src`, `fs_dest`) must lie under this directory.
     pub fs_root: PathBuf,
     pub session_ttl: Duration,
+    /// Whether stats and listings are answered from the cache by default (`allow_cache` uses it
+    /// anyway, `no_cache` never).
+    pub cache_lookup: bool,
 }
 
 pub struct ServeBackend {
@@ -217,7 +220,7 @@ impl ServeBackend {
         mode: CacheMode,
         f: impl FnOnce() -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        if !mode.no_cache {
+        if !mode.no_cache && (self.cfg.cache_lookup || mode.allow_cache) {
             if let Some(v) = self.cache.get(&key) {
                 if let Ok(t) = serde_json::from_value(v) {
                     return Ok(t);
@@ -575,10 +578,21 @@ impl Backend for ServeBackend {
         let name =
             if filename.is_empty() { String::from_utf8_lossy(&e.name).into_owned() } else { filename.to_string() };
         let size = e.size;
+        let desc = format!("Download file: [{src_path}] of [{}] from CCStore [{r}]", v.manifest.version_id);
+        let tracked = self.ops.record("download_file", r, desc).map_err(db_err)?;
         Ok(Download {
             size,
             filename: name,
-            read: Box::new(move |off, len| v.read(&e, off, len).map(Bytes::from).map_err(api_err)),
+            read: Box::new(move |off, len| match v.read(&e, off, len) {
+                Ok(data) => {
+                    tracked.sent(data.len() as u64);
+                    Ok(Bytes::from(data))
+                }
+                Err(err) => {
+                    tracked.fail(&err.to_string());
+                    Err(api_err(err))
+                }
+            }),
         })
     }
 

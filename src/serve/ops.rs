@@ -108,6 +108,28 @@ impl Ops {
         Ok((id, uuid))
     }
 
+    /// Record an operation whose work happens elsewhere (a download streamed by the HTTP
+    /// layer): the returned guard counts bytes and finishes the record when dropped.
+    ///
+    /// # Errors
+    /// SQLite errors recording it.
+    pub fn record(
+        self: &Arc<Self>,
+        op_type: &str,
+        ccstore_ref: &str,
+        description: String,
+    ) -> Result<Tracked, rusqlite::Error> {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let id = self.db.lock().expect("db poisoned").op_insert(&uuid, op_type, ccstore_ref, &description)?;
+        let progress = Arc::new(Progress::new());
+        let cancel = CancellationToken::new();
+        self.running.lock().expect("ops poisoned").insert(
+            id,
+            Running { progress: progress.clone(), cancel, rate: Duration::from_secs(1), last_flush: Instant::now() },
+        );
+        Ok(Tracked { ops: self.clone(), id, progress, error: Mutex::new(None) })
+    }
+
     /// Write the progress of running operations whose rate has elapsed (called every 250 ms).
     pub fn flush(&self) {
         let due: Vec<(i64, String, String)> = {
@@ -164,5 +186,43 @@ impl Ops {
         while !self.running.lock().expect("ops poisoned").is_empty() && t0.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// An operation tracked by its caller (see [`Ops::record`]); finished when dropped.
+pub struct Tracked {
+    ops: Arc<Ops>,
+    id: i64,
+    progress: Arc<Progress>,
+    error: Mutex<Option<String>>,
+}
+
+impl Tracked {
+    /// Count bytes delivered.
+    pub fn sent(&self, n: u64) {
+        ccfs::progress::add(&self.progress.fs.fs_files_bytes_read, n);
+        ccfs::progress::add(&self.progress.fs.fs_files_bytes_written, n);
+    }
+
+    /// Record why the work failed.
+    pub fn fail(&self, why: &str) {
+        self.error.lock().expect("tracked poisoned").get_or_insert_with(|| why.to_string());
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let sent = get(&self.progress.fs.fs_files_bytes_written);
+        let (status, result) = match self.error.lock().expect("tracked poisoned").take() {
+            None => ("complete", json!({"status": "OK", "bytes_sent": sent})),
+            Some(e) => ("failed", json!({"status": "error", "error": e, "bytes_sent": sent})),
+        };
+        let db = self.ops.db.lock().expect("db poisoned");
+        if let Err(e) = db.op_finish(self.id, status, &progress_json(&self.progress), "{}", &result.to_string(), status)
+        {
+            tracing::error!(id = self.id, error = %e, "cannot record operation outcome");
+        }
+        drop(db);
+        self.ops.running.lock().expect("ops poisoned").remove(&self.id);
     }
 }
