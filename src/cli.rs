@@ -187,13 +187,21 @@ enum VersionCmd {
         #[arg(long, default_value = "main")]
         branch: String,
     },
-    /// Restore a version (or a sub-path) into an empty directory.
+    /// Restore a version (or a sub-path) into a directory; a rerun resumes.
     Checkout {
         #[arg(default_value = "latest")]
         version: String,
-        /// Target directory (created if absent; must be empty).
+        /// Target directory (created if absent; may hold data: see the policies).
         #[arg(long)]
         to: PathBuf,
+        /// Files that exist and differ: replace (default), keep-existing, keep-newer
+        /// (or the API names modified_replace, …).
+        #[arg(long, default_value = "replace")]
+        modified_policy: String,
+        /// Entries the version lacks: preserve (default), delete, archive (moved to
+        /// <target>/.ccfs_archive/<UTC time>/…).
+        #[arg(long, default_value = "preserve")]
+        absent_policy: String,
         /// Sub-path of the version to restore, beginning with '/'.
         #[arg(long)]
         path: Option<OsString>,
@@ -558,10 +566,15 @@ fn version_cmd(
             std::io::Write::flush(&mut lock).context("write to standard output")?;
             Ok(ExitCode::SUCCESS)
         }
-        VersionCmd::Checkout { version, to, path, threads, branch } => {
+        VersionCmd::Checkout { version, to, path, threads, branch, modified_policy, absent_policy } => {
+            let opts = ccfs::CheckoutOptions {
+                path: path.map(|p| p.as_bytes().to_vec()),
+                threads,
+                modified: modified_policy.parse()?,
+                absent: absent_policy.parse()?,
+            };
             let m = repo.resolve(&version, &branch)?;
             let v = Version::new(repo, m);
-            let opts = ccfs::CheckoutOptions { path: path.map(|p| p.as_bytes().to_vec()), threads };
             let progress = Arc::new(Progress::new());
             let bar = ProgressBar::start(progress.clone(), "checkout", json);
             let res = ccfs::checkout(&v, &to, &opts, progress.clone(), cancel);
@@ -572,19 +585,25 @@ fn version_cmd(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "status": "OK", "fs_dest": to, "version_id": v.manifest.version_id,
-                        "files": out.files, "dirs": out.dirs, "bytes": out.bytes,
-                        "ownership_skipped": out.ownership_skipped, "skipped": out.skipped,
+                        "outcome": out,
                     }))?
                 );
             } else {
                 println!("restored {} to {}", v.manifest.version_id, to.display());
                 println!(
-                    "  {} files, {} dirs, {} in {:.1}s",
+                    "  {} files written, {} dirs, {} in {:.1}s; {} unchanged, {} kept, {} deleted, {} archived",
                     out.files,
                     out.dirs,
                     human(out.bytes),
-                    progress.elapsed_secs()
+                    progress.elapsed_secs(),
+                    out.unchanged,
+                    out.kept,
+                    out.deleted,
+                    out.archived
                 );
+                if let Some(a) = &out.archive_dir {
+                    println!("  archived entries are in {}", a.display());
+                }
                 if out.ownership_skipped {
                     println!("  note: ownership not restored (not running as root)");
                 }

@@ -25,7 +25,7 @@ pub mod summary;
 pub mod time;
 
 pub use catalog::{DirEntryInfo, Version};
-pub use checkout::{checkout, CheckoutOptions, CheckoutOutcome};
+pub use checkout::{checkout, AbsentPolicy, CheckoutOptions, CheckoutOutcome, ModifiedPolicy};
 pub use create::{create_version, CreateOptions, CreateOutcome};
 pub use error::{Error, Result};
 pub use progress::Progress;

@@ -312,8 +312,13 @@ fn bad_input_gives_clear_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("branch"));
     write(&tmp.path().join("src/a"), b"a");
     ccfs_ok(&store, &["version", "create", tmp.path().join("src").to_str().unwrap()]);
-    let o = ccfs(&store, &["version", "checkout", "--to", tmp.path().join("src").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    let o = ccfs(&store, &["version", "checkout", "--to", tmp.path().join("src/a").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
+    let o = ccfs(
+        &store,
+        &["version", "checkout", "--to", tmp.path().join("x").to_str().unwrap(), "--absent-policy", "shred"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("absent_delete"), "{}", String::from_utf8_lossy(&o.stderr));
     // unsupported URL scheme
     let o = Command::new(bin()).args(["--store", "ftp://x/y", "version", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported scheme"));

@@ -245,13 +245,31 @@ fn full_flow_over_http() {
         s.ok("POST", "/elcc_api/ccstores/cs1/versions/checkout", Some(json!({"fs_dest": "/sub", "path": "/nested/a"})));
     assert_eq!(s.wait_op(co["id"].as_i64().unwrap())["operation_status"], "complete");
     assert_eq!(std::fs::read(data.join("sub/b/c/deep.txt")).unwrap(), b"deep file");
-    // policies are refused clearly until they exist
+    // policies: reruns into the restored tree with an extra file; the request's policy wins,
+    // else the connection's default
+    let checkout = |body: Value| -> Value {
+        let co = s.ok("POST", "/elcc_api/ccstores/cs1/versions/checkout", Some(body));
+        let done = s.wait_op(co["id"].as_i64().unwrap());
+        assert_eq!(done["operation_status"], "complete", "{done}");
+        done["operation_result"].clone()
+    };
+    write(&data.join("restored/extra.txt"), b"not in the version");
+    let r = checkout(json!({"fs_dest": "/restored", "checkout_absent_policy": "absent_archive"}));
+    assert_eq!(r["archived"], 1, "{r}");
+    assert!(r["unchanged"].as_u64().unwrap() > 20, "a rerun rewrites nothing: {r}");
+    assert!(!data.join("restored/extra.txt").exists());
+    write(&data.join("restored/extra2.txt"), b"not in the version");
+    s.ok("PUT", "/elcc_api/ccstores/cs1", Some(json!({"checkout_absent_policy": "absent_delete"})));
+    let r = checkout(json!({"fs_dest": "/restored"}));
+    assert_eq!(r["deleted"], 1, "the connection's policy applies; the archive folder is kept: {r}");
+    assert!(!data.join("restored/extra2.txt").exists() && data.join("restored/.ccfs_archive").exists());
+    s.ok("PUT", "/elcc_api/ccstores/cs1", Some(json!({"checkout_absent_policy": "absent_preserve"})));
     let (st, v) = s.call(
         "POST",
         "/elcc_api/ccstores/cs1/versions/checkout",
-        Some(json!({"fs_dest": "/x", "checkout_absent_policy": "absent_delete"})),
+        Some(json!({"fs_dest": "/x", "checkout_modified_policy": "modified_shred"})),
     );
-    assert_eq!(st, 501, "{v}");
+    assert_eq!(st, 422, "{v}");
 
     // delete: the version leaves the listing; the summary counts it
     let del = s.ok("DELETE", "/elcc_api/ccstores/cs1/versions", Some(json!({"version_id": vid})));
@@ -262,15 +280,15 @@ fn full_flow_over_http() {
     // operations listing filters and history
     assert!(s.ok("GET", "/elcc_api/operations", None).as_array().unwrap().is_empty(), "running only by default");
     let all_ops = s.ok("GET", "/elcc_api/operations?include_all_statuses=true", None);
-    assert_eq!(all_ops.as_array().unwrap().len(), 4);
+    assert_eq!(all_ops.as_array().unwrap().len(), 6, "create, four checkouts, delete");
     assert!(all_ops[0].get("operation_progress").is_none(), "not verbose by default");
     let checkouts = s.ok("GET", "/elcc_api/operations?include_complete=true&include_scan=false&include_commit=false&include_delete=false&verbose=true", None);
-    assert_eq!(checkouts.as_array().unwrap().len(), 2);
+    assert_eq!(checkouts.as_array().unwrap().len(), 4);
     assert!(checkouts[0].get("operation_progress").is_some());
     assert_eq!(s.ok("DELETE", "/elcc_api/operations/history/1", None)["status"], "ok");
     assert_eq!(s.call("GET", "/elcc_api/operations/1", None).0, 404);
     assert_eq!(s.ok("DELETE", "/elcc_api/operations/history/old", None)["purged"], 0);
-    assert_eq!(s.ok("DELETE", "/elcc_api/operations/history/all", None)["purged"], 3);
+    assert_eq!(s.ok("DELETE", "/elcc_api/operations/history/all", None)["purged"], 5);
     assert_eq!(s.ok("PUT", "/elcc_api/operations/periodic-update", None)["status"], "ok");
     assert_eq!(s.ok("PUT", "/elcc_api/ccweb/cache/clear", None)["status"], "OK");
 

@@ -768,11 +768,17 @@ impl Backend for ServeBackend {
         }
         one_of("checkout_modified_policy", &req.checkout_modified_policy, MODIFIED)?;
         one_of("checkout_absent_policy", &req.checkout_absent_policy, ABSENT)?;
-        if req.checkout_modified_policy.is_some() || req.checkout_absent_policy.is_some() {
-            return Err(ApiError::not_implemented(
-                "checkout policies are not implemented yet: check out into an empty or new fs_dest without them",
-            ));
-        }
+        // The request's policies, else the connection's, else the defaults (replace, preserve).
+        let pick =
+            |req: &Option<String>, conn: &str| req.clone().or_else(|| (!conn.is_empty()).then(|| conn.to_string()));
+        let modified = match pick(&req.checkout_modified_policy, &c.checkout_modified_policy) {
+            Some(p) => p.parse().map_err(api_err)?,
+            None => Default::default(),
+        };
+        let absent = match pick(&req.checkout_absent_policy, &c.checkout_absent_policy) {
+            Some(p) => p.parse().map_err(api_err)?,
+            None => Default::default(),
+        };
         let path = match &req.path {
             Some(p) if !p.starts_with('/') => return Err(ApiError::unprocessable("path must begin with '/'")),
             Some(p) => {
@@ -786,7 +792,7 @@ impl Backend for ServeBackend {
         let dest = inside(&self.data_root(&c), req.fs_dest.as_deref().unwrap_or("/"))?;
         let v = Version::new(repo, m.clone());
         v.lookup(path.as_deref().unwrap_or(b"/")).map_err(api_err)?;
-        let opts = ccfs::CheckoutOptions { path, threads: req.threads.unwrap_or(0) as usize };
+        let opts = ccfs::CheckoutOptions { path, threads: req.threads.unwrap_or(0) as usize, modified, absent };
         let desc = format!("Version checkout: [{}] to [:{}]", m.version_id, dest.display());
         let d2 = dest.clone();
         let (id, uuid) = self
@@ -794,7 +800,9 @@ impl Backend for ServeBackend {
             .start("checkout", r, desc, req.progressrate, move |p, cancel| {
                 let out = ccfs::checkout(&v, &d2, &opts, p, cancel)?;
                 Ok(json!({"status": "OK", "fs_dest": d2.display().to_string(), "files": out.files, "dirs": out.dirs,
-                          "bytes": out.bytes, "num_skipped": out.skipped.len(), "ownership_skipped": out.ownership_skipped}))
+                          "bytes": out.bytes, "unchanged": out.unchanged, "kept": out.kept, "deleted": out.deleted,
+                          "archived": out.archived, "archive_dir": out.archive_dir,
+                          "num_skipped": out.skipped.len(), "ownership_skipped": out.ownership_skipped}))
             })
             .map_err(db_err)?;
         Ok(CheckoutStarted {
