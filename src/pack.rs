@@ -45,6 +45,20 @@ fn zstd_compress(raw: &[u8], level: i32) -> Vec<u8> {
     })
 }
 
+thread_local! {
+    static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    UNZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("set above").decompress(stored, raw_len)
+    })
+}
+
 /// Decode a stored blob to its raw bytes; `what` names it in errors.
 ///
 /// # Errors
@@ -52,8 +66,9 @@ fn zstd_compress(raw: &[u8], level: i32) -> Vec<u8> {
 pub fn decode_blob(codec: Codec, stored: &[u8], raw_len: u32, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
     let out = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_len as usize)
-            .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?,
+        Codec::Zstd => {
+            zstd_decompress(stored, raw_len as usize).map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
+        }
     };
     if out.len() != raw_len as usize {
         return Err(Error::corrupt(what(), format!("{} bytes where {} were recorded", out.len(), raw_len)));

@@ -70,7 +70,12 @@ pub struct Repo {
     blocks: moka::sync::Cache<BlockId, Bytes>,
     manifests: moka::sync::Cache<VersionId, Arc<Manifest>>,
     disk: Option<Arc<crate::diskcache::DiskCache>>,
+    /// Aligned windows of packs read by restores (see [`Repo::block_uncached`]).
+    windows: moka::sync::Cache<(PackId, u64), Bytes>,
 }
+
+/// Size of a pack window read at once by restores.
+const WINDOW: u64 = 1 << 20;
 
 impl std::fmt::Debug for Repo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +169,11 @@ impl Repo {
             .weigher(|_: &BlockId, b: &Bytes| b.len() as u32)
             .build();
         let manifests = moka::sync::Cache::builder().max_capacity(100_000).build();
-        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests, disk: caches.disk.clone() })
+        let windows = moka::sync::Cache::builder()
+            .max_capacity(32 << 20)
+            .weigher(|_: &(PackId, u64), b: &Bytes| b.len() as u32)
+            .build();
+        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests, disk: caches.disk.clone(), windows })
     }
 
     pub fn store(&self) -> &Store {
@@ -347,11 +356,31 @@ impl Repo {
     ///
     /// # Errors
     /// As [`Repo::block`].
+    ///
+    /// Small blobs are served from 1 MiB aligned windows of their pack, each fetched once with
+    /// one ranged read (concurrent requests joined) and kept briefly: a restore walks files in
+    /// the order their blocks were packed, so neighbouring small files share windows and a
+    /// tree of small files costs one request per window instead of one per file.
     pub fn block_uncached(&self, b: &BlockRef) -> Result<Bytes> {
         if let Some(d) = self.blocks.get(&b.id) {
             return Ok(d);
         }
-        Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?))
+        let (start, end) = (b.loc.offset as u64, b.loc.offset as u64 + b.loc.len as u64);
+        let w = start / WINDOW;
+        if b.loc.len as u64 > WINDOW / 4 || (end - 1) / WINDOW != w {
+            return Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?));
+        }
+        let path = pack_path(PackKind::Data, &b.loc.pack);
+        let window = self
+            .windows
+            .try_get_with((b.loc.pack, w), || self.store.get_upto(&path, w * WINDOW, WINDOW))
+            .map_err(Error::Shared)?;
+        let (from, to) = ((start - w * WINDOW) as usize, (end - w * WINDOW) as usize);
+        if to > window.len() {
+            return Err(Error::corrupt(&path, format!("pack ends before block {} at offset {}", b.id, b.loc.offset)));
+        }
+        let raw = Self::decode_verified(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block", &window[from..to])?;
+        Ok(Bytes::from(raw))
     }
 
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {

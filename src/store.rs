@@ -215,6 +215,25 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Up to `len` bytes of an object from `start` (fewer at its end).
+    ///
+    /// # Errors
+    /// [`Error::MissingObject`] when the object is absent, [`Error::Store`] otherwise.
+    pub fn get_upto(&self, path: &str, start: u64, len: u64) -> Result<Bytes> {
+        let inner = self.inner.clone();
+        let p = Path::from(path);
+        let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..Default::default() };
+        let bytes =
+            self.rt.block_on(async move { inner.get_opts(&p, opts).await?.bytes().await }).map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
+                }
+                e => Error::Store { op: "get range", object: path.to_string(), source: e },
+            })?;
+        self.count_read(bytes.len() as u64);
+        Ok(bytes)
+    }
+
     /// The last `n` bytes of an object (or all of it if shorter).
     ///
     /// # Errors
