@@ -8,7 +8,7 @@ BIN=${1:-$ROOT/target/debug/ccfs}
 VENV=$ROOT/.tools/venv
 if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
+  "$VENV/bin/pip" install -q 'schemathesis==4.32.5' 'moto[server]==5.2.5'
 fi
 WORK=$(mktemp -d /tmp/ccfs-fuzz.XXXXXX)
 SERVER=
@@ -16,7 +16,9 @@ cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm
 trap cleanup EXIT
 mkdir -p "$WORK/data/docs"
 cp -r "$ROOT/docs/." "$WORK/data/docs/"
-CCFS_ADMIN_PASSWORD=fuzz-pw "$BIN" serve --listen 127.0.0.1:0 --state "$WORK/state" --fs-root "$WORK" 2> "$WORK/server.log" &
+# Generated connections may name any S3 endpoint: keep the server on a closed loopback port.
+CCFS_ADMIN_PASSWORD=fuzz-pw "$BIN" serve --listen 127.0.0.1:0 --state "$WORK/state" --fs-root "$WORK" \
+  --allow-endpoint http://127.0.0.1:9/ 2> "$WORK/server.log" &
 SERVER=$!
 for _ in $(seq 1 200); do grep -q 'control plane on' "$WORK/server.log" && break; sleep 0.05; done
 URL=$(sed -n 's/.*control plane on //p' "$WORK/server.log")

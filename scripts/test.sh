@@ -37,6 +37,21 @@ if cargo tree -p ccfs --no-default-features -e normal --depth 1 --prefix none | 
   exit 1
 fi
 
+log "test servers: S3 (moto) on 127.0.0.1"
+VENV=.tools/venv
+if [ ! -x "$VENV/bin/moto_server" ] || [ ! -x "$VENV/bin/schemathesis" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'moto[server]==5.2.5' 'schemathesis==4.32.5'
+fi
+MOTO_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p target
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > target/moto.log 2>&1 &
+MOTO_PID=$!
+trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" || { echo "moto did not start:"; cat target/moto.log; exit 1; }
+export CCFS_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+
 log "tests"
 export CI="${CI:-true}"   # insta: never write snapshots in the test command, fail on mismatch
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log

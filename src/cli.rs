@@ -94,6 +94,10 @@ enum Cmd {
         /// Answer stats and version lists fresh unless a request passes allow_cache=true.
         #[arg(long)]
         no_cache_lookup: bool,
+        /// Only let connections use S3 endpoints beginning with this prefix (repeatable);
+        /// without it any endpoint, and AWS itself, may be used.
+        #[arg(long)]
+        allow_endpoint: Vec<String>,
     },
 }
 
@@ -177,6 +181,12 @@ enum VersionCmd {
         count: usize,
         #[arg(long, default_value_t = 0)]
         offset: usize,
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// Delete a version: it leaves every listing at once; blocks it shares stay for the others.
+    Delete {
+        version: String,
         #[arg(long, default_value = "main")]
         branch: String,
     },
@@ -283,7 +293,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
     if let Cmd::Mount { .. } = &cli.cmd {
         return mount_cmd(cli, rt, cancel);
     }
-    if let Cmd::Serve { listen, state, buckets, fs_root, session_ttl, no_cache_lookup } = cli.cmd {
+    if let Cmd::Serve { listen, state, buckets, fs_root, session_ttl, no_cache_lookup, allow_endpoint } = cli.cmd {
         let opts = crate::serve::ServeOptions {
             listen,
             state_dir: state,
@@ -291,6 +301,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             fs_root,
             session_ttl: Duration::from_secs(session_ttl),
             cache_lookup: !no_cache_lookup,
+            allowed_endpoints: (!allow_endpoint.is_empty()).then_some(allow_endpoint),
         };
         let rt2 = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ccfs-http").build()?;
         crate::serve::run(opts, &rt2, cancel)?;
@@ -553,6 +564,16 @@ fn version_cmd(
                         link
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VersionCmd::Delete { version, branch } => {
+            let m = repo.resolve(&version, &branch)?;
+            ccfs::admin::delete_version(&repo, &m.version_id, &Progress::new())?;
+            if json {
+                println!("{}", json!({"status": "OK", "version_id": m.version_id}));
+            } else {
+                println!("deleted version {}", m.version_id);
             }
             Ok(ExitCode::SUCCESS)
         }

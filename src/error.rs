@@ -27,6 +27,18 @@ pub enum Error {
     #[error("{store} is already a ccfs store; pass --force to re-format it (existing versions become unreadable)")]
     AlreadyFormatted { store: String },
 
+    /// The bucket itself does not exist.
+    #[error("bucket {bucket} does not exist at {store}: create it with your provider's tools, or connect with create_if_not_found")]
+    BucketNotFound { bucket: String, store: String },
+
+    /// The store's endpoint cannot be reached (DNS, refused connection, timeout).
+    #[error("cannot reach {store}: {reason}")]
+    Unreachable { store: String, reason: String },
+
+    /// The store rejected the credentials.
+    #[error("access to {store} denied: check the access key and secret ({reason})")]
+    AccessDenied { store: String, reason: String },
+
     /// The store was written by a newer or unknown format.
     #[error("store {store} has format version {found}, this ccfs reads {supported}")]
     UnsupportedFormat { store: String, found: u32, supported: u32 },

@@ -107,6 +107,7 @@ pub fn init(store: &Store, opts: &InitOptions) -> Result<StoreConfig> {
     if !(1..=256).contains(&opts.pack_size_mb) {
         return Err(Error::InvalidArgument(format!("pack size {} MiB: use 1 to 256", opts.pack_size_mb)));
     }
+    store.probe()?;
     let params = ChunkParams::new(opts.chunking, bs);
     let config = StoreConfig {
         format_version: FORMAT_VERSION,
@@ -144,6 +145,7 @@ impl Repo {
     /// # Errors
     /// As [`Repo::open`].
     pub fn open_with(store: Store, caches: &CacheOptions) -> Result<Repo> {
+        store.probe()?;
         let raw = store.get(HEADER_PATH)?.ok_or_else(|| Error::NotAStore { store: store.url().to_string() })?;
         let config: StoreConfig =
             serde_json::from_slice(&raw).map_err(|e| Error::corrupt(HEADER_PATH, format!("bad JSON: {e}")))?;

@@ -25,6 +25,38 @@ pub enum StoreLocation {
     Local(PathBuf),
     /// A process-local in-memory store (`memory://`), for tests.
     Memory,
+    /// An S3 or S3-compatible bucket: `s3://bucket[?endpoint=URL&region=R]`. Credentials come
+    /// from [`S3Options`] or the standard `AWS_*` environment.
+    S3(S3Options),
+}
+
+/// Where and how to reach an S3 or S3-compatible bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Options {
+    pub bucket: String,
+    /// `http(s)://host:port` of an S3-compatible service; AWS when `None`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+impl S3Options {
+    /// The store URL these options stand for (secrets left out).
+    pub fn url(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(e) = &self.endpoint {
+            q.push(format!("endpoint={e}"));
+        }
+        if let Some(r) = &self.region {
+            q.push(format!("region={r}"));
+        }
+        if q.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}?{}", self.bucket, q.join("&"))
+        }
+    }
 }
 
 impl StoreLocation {
@@ -48,8 +80,26 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::Local(path));
         }
+        if url.starts_with("s3://") {
+            let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+            let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("s3:// URLs need a bucket"))?;
+            if !matches!(parsed.path(), "" | "/") {
+                return Err(bad("s3:// URLs name a whole bucket (no path)"));
+            }
+            let mut o = S3Options { bucket: bucket.to_string(), ..Default::default() };
+            for (k, v) in parsed.query_pairs() {
+                match k.as_ref() {
+                    "endpoint" => o.endpoint = Some(v.into_owned()),
+                    "region" => o.region = Some(v.into_owned()),
+                    other => return Err(bad(&format!("unknown s3 URL parameter {other:?} (endpoint, region)"))),
+                }
+            }
+            return Ok(StoreLocation::S3(o));
+        }
         if let Some((scheme, _)) = url.split_once("://") {
-            return Err(bad(&format!("unsupported scheme {scheme:?}; use file:///path, a plain path or memory://")));
+            return Err(bad(&format!(
+                "unsupported scheme {scheme:?}; use file:///path, a plain path, s3://bucket or memory://"
+            )));
         }
         Ok(StoreLocation::Local(PathBuf::from(url)))
     }
@@ -82,7 +132,38 @@ impl Store {
         match StoreLocation::parse(url)? {
             StoreLocation::Memory => Ok(Store::new(Arc::new(InMemory::new()), "memory://", "memory", rt)),
             StoreLocation::Local(path) => Self::open_local(&path, rt, create),
+            StoreLocation::S3(o) => Self::open_s3(&o, rt),
         }
+    }
+
+    /// Open an S3 or S3-compatible bucket. Requests retry with backoff on throttling and
+    /// transient errors (object_store's retry policy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidStoreUrl`] when the options do not make a client.
+    pub fn open_s3(o: &S3Options, rt: Handle) -> Result<Store> {
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&o.bucket);
+        // Fail fast on a dead endpoint: a few retries, not minutes of them.
+        let retry = object_store::RetryConfig {
+            max_retries: 4,
+            retry_timeout: std::time::Duration::from_secs(30),
+            ..Default::default()
+        };
+        let mut options = object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(e) = &o.endpoint {
+            options = options.with_allow_http(e.starts_with("http://"));
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+        }
+        b = b.with_retry(retry).with_client_options(options);
+        b = b.with_region(o.region.clone().unwrap_or_else(|| "us-east-1".into()));
+        if let Some(k) = &o.access_key {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &o.secret_key {
+            b = b.with_secret_access_key(k);
+        }
+        let s3 = b.build().map_err(|e| Error::InvalidStoreUrl { url: o.url(), reason: e.to_string() })?;
+        Ok(Store::new(Arc::new(s3), &o.url(), &o.bucket, rt))
     }
 
     fn open_local(path: &FsPath, rt: Handle, create: bool) -> Result<Store> {
@@ -157,6 +238,57 @@ impl Store {
 
     fn err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(object_store::Error) -> Error + 'a {
         move |source| Error::Store { op, object: path.to_string(), source }
+    }
+
+    /// Check that the bucket exists and answers, turning the usual failures into distinct,
+    /// clear errors (missing bucket, unreachable endpoint, rejected credentials).
+    ///
+    /// # Errors
+    /// [`Error::BucketNotFound`], [`Error::Unreachable`], [`Error::AccessDenied`], or the
+    /// store error as it is.
+    pub fn probe(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        let res = self.rt.block_on(async move { inner.list_with_delimiter(Some(&Path::from("versions"))).await });
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    fn classify(&self, e: object_store::Error) -> Error {
+        let mut text = format!("{e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(" | ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        let store = self.url.clone();
+        let short = |t: &str| t.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+        if text.contains("NoSuchBucket") {
+            Error::BucketNotFound { bucket: self.bucket.clone(), store }
+        } else if text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch")
+            || text.contains("AccessDenied")
+            || text.contains("403 Forbidden")
+        {
+            Error::AccessDenied { store, reason: short(&text) }
+        } else if text.contains("error sending request")
+            || text.contains("dns error")
+            || text.contains("timed out")
+            || text.contains("Connect")
+        {
+            let reason = if text.contains("Connection refused") {
+                "connection refused".to_string()
+            } else if text.contains("dns error") || text.contains("failed to lookup") {
+                "host name not found".to_string()
+            } else {
+                short(&text)
+            };
+            Error::Unreachable { store, reason }
+        } else {
+            Error::Store { op: "probe", object: "versions/".into(), source: e }
+        }
     }
 
     /// Whole object, or `None` when it does not exist.
@@ -337,6 +469,18 @@ mod tests {
         assert_eq!(StoreLocation::parse("rel/dir").unwrap(), StoreLocation::Local("rel/dir".into()));
         assert_eq!(StoreLocation::parse("file:///a/b%20c").unwrap(), StoreLocation::Local("/a/b c".into()));
         assert!(StoreLocation::parse("ftp://x").is_err());
+        let s3 = StoreLocation::parse("s3://my-bucket?endpoint=http://127.0.0.1:5001&region=eu-west-1").unwrap();
+        assert_eq!(
+            s3,
+            StoreLocation::S3(S3Options {
+                bucket: "my-bucket".into(),
+                endpoint: Some("http://127.0.0.1:5001".into()),
+                region: Some("eu-west-1".into()),
+                ..Default::default()
+            })
+        );
+        assert!(StoreLocation::parse("s3://b/path").is_err());
+        assert!(StoreLocation::parse("s3://b?secret=x").is_err());
         assert!(StoreLocation::parse("").is_err());
         assert!(StoreLocation::parse("file://").is_err());
     }

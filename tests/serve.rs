@@ -627,3 +627,69 @@ fn cache_semantics_and_clear() {
     assert_eq!(n(&s, ""), 4);
     s.stop();
 }
+
+#[test]
+fn s3_connections_over_http() {
+    let Ok(ep) = std::env::var("CCFS_TEST_S3_ENDPOINT") else {
+        eprintln!("!!! SKIPPED s3_connections_over_http: CCFS_TEST_S3_ENDPOINT not set (scripts/test.sh sets it) !!!");
+        return;
+    };
+    let bucket = format!("ccfs-api-{:016x}", rand::random::<u64>());
+    ureq::put(&format!("{ep}/{bucket}")).send_bytes(&[]).expect("create bucket");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_rich_tree(&data.join("src"));
+    let allow = format!("{ep}/");
+    let mut s = Server::start(&tmp.path().join("state"), &["--allow-endpoint", &allow]);
+    s.login();
+    let body = |b: &str, service: &str, endpoint: &str| {
+        json!({"cloud_service": service, "bucket_name": b, "endpoint": endpoint, "access_key": "test",
+               "secret_key": "test", "fs_path": data.to_str().unwrap()})
+    };
+    let c = s.ok("POST", "/elcc_api/ccstores/s3c/connect", Some(body(&bucket, "s3_generic", &ep)));
+    assert_eq!(c["action_performed"], "format");
+    let stores = s.ok("GET", "/elcc_api/ccstores", None);
+    assert_eq!(stores[0]["user_key"], "XXXX");
+    assert_eq!(stores[0]["user_password"], "XXXX");
+    assert!(!stores.to_string().contains("\"test\""), "secrets never echoed: {stores}");
+    let op = s.ok("POST", "/elcc_api/ccstores/s3c/versions", Some(json!({"fs_src": "/src"})));
+    assert_eq!(s.wait_op(op["id"].as_i64().unwrap())["operation_status"], "complete");
+    let co = s.ok("POST", "/elcc_api/ccstores/s3c/versions/checkout", Some(json!({"fs_dest": "/out"})));
+    assert_eq!(s.wait_op(co["id"].as_i64().unwrap())["operation_status"], "complete");
+    assert_same_tree(&data.join("src"), &data.join("out"));
+    // a restart reopens the connection with its stored credentials
+    s.stop();
+    let mut s = Server::start(&tmp.path().join("state"), &["--allow-endpoint", &allow]);
+    s.login();
+    assert_eq!(s.ok("GET", "/elcc_api/ccstores/s3c/versions", None).as_array().unwrap().len(), 1);
+    // distinct errors: missing bucket, cannot create, endpoint not allowed, endpoint required
+    assert_eq!(
+        s.call("POST", "/elcc_api/ccstores/m/connect", Some(body("ccfs-missing-bucket", "s3_generic", &ep))).0,
+        404
+    );
+    let mut create = body("ccfs-missing-bucket", "s3_generic", &ep);
+    create["create_if_not_found"] = json!(true);
+    assert_eq!(s.call("POST", "/elcc_api/ccstores/m/connect", Some(create)).0, 501);
+    assert_eq!(
+        s.call("POST", "/elcc_api/ccstores/m/connect", Some(body(&bucket, "s3_generic", "http://127.0.0.2:1"))).0,
+        422
+    );
+    assert_eq!(
+        s.call("POST", "/elcc_api/ccstores/m/connect", Some(body(&bucket, "s3", ""))).0,
+        422,
+        "AWS itself is outside the allow-list"
+    );
+    assert_eq!(
+        s.call("POST", "/elcc_api/ccstores/m/connect", Some(json!({"cloud_service": "swift", "bucket_name": bucket})))
+            .0,
+        400
+    );
+    // clear: the objects go, the cloud bucket stays
+    let clr = s.ok("DELETE", "/elcc_api/ccstores/s3c", Some(json!({"bucket_name": bucket})));
+    let done = s.wait_op(clr["id"].as_i64().unwrap());
+    assert_eq!(done["operation_status"], "complete", "{done}");
+    assert_eq!(done["operation_result"]["bucket_deleted"], false);
+    let listing = ureq::get(&format!("{ep}/{bucket}?list-type=2")).call().unwrap().into_string().unwrap();
+    assert!(!listing.contains("<Key>"), "bucket emptied: {listing}");
+    s.stop();
+}

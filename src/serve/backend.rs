@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ccfs::catalog::Version;
 use ccfs::ids::VersionId;
+use ccfs::store::S3Options;
 use ccfs::{DirEntryInfo, Error, Repo, Store};
 use control_api::wire::*;
 use control_api::{ApiError, Backend, Download};
@@ -28,6 +29,9 @@ pub struct ServeConfig {
     /// Whether stats and listings are answered from the cache by default (`allow_cache` uses it
     /// anyway, `no_cache` never).
     pub cache_lookup: bool,
+    /// When set, S3 endpoints must begin with one of these prefixes (and AWS itself, which has
+    /// no endpoint, is refused): the server connects only where it is allowed to.
+    pub allowed_endpoints: Option<Vec<String>>,
 }
 
 pub struct ServeBackend {
@@ -49,6 +53,9 @@ fn api_err(e: Error) -> ApiError {
         | Error::InvalidArgument(_)
         | Error::InvalidStoreUrl { .. } => ApiError::unprocessable(e.to_string()),
         Error::AlreadyFormatted { .. } => ApiError::conflict(e.to_string()),
+        Error::BucketNotFound { .. } => ApiError::not_found(e.to_string()),
+        Error::AccessDenied { .. } => ApiError::new(control_api::StatusCode::FORBIDDEN, e.to_string()),
+        Error::Unreachable { .. } => ApiError::unprocessable(e.to_string()),
         // Data problems are reported as they are: the operator needs the object's name.
         Error::Corrupt { .. } | Error::MissingObject { .. } | Error::UnsupportedFormat { .. } => {
             ApiError::new(control_api::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -203,11 +210,109 @@ impl ServeBackend {
             .ok_or_else(|| ApiError::not_found(format!("ccstore {r} is not connected")))
     }
 
+    /// S3 options of an S3-family connection, refusing endpoints outside the allow-list.
+    fn s3_options(
+        &self,
+        bucket: &str,
+        endpoint: &str,
+        region: &str,
+        key: &str,
+        secret: &str,
+    ) -> Result<S3Options, ApiError> {
+        if let Some(allowed) = &self.cfg.allowed_endpoints {
+            // Compare with a trailing slash so that a prefix ending in `:9/` does not admit `:90`.
+            let e = format!("{}/", endpoint.trim_end_matches('/'));
+            if endpoint.is_empty() || !allowed.iter().any(|a| e.starts_with(a.as_str())) {
+                return Err(ApiError::unprocessable(format!(
+                    "endpoint {endpoint:?} is not allowed by this server (--allow-endpoint)"
+                )));
+            }
+        }
+        if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(ApiError::unprocessable("endpoint must be an http:// or https:// URL"));
+        }
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(S3Options {
+            bucket: bucket.to_string(),
+            endpoint: opt(endpoint),
+            region: opt(region),
+            access_key: opt(key),
+            secret_key: opt(secret),
+        })
+    }
+
+    /// Open the store of a connection.
+    fn open_store(&self, c: &Conn) -> Result<Store, ApiError> {
+        if c.cloud_service == "local" {
+            return Store::open(&c.store_url, self.rt.clone(), false).map_err(api_err);
+        }
+        let o = self.s3_options(&c.bucket_name, &c.endpoint, &c.region, &c.access_key, &c.secret_key)?;
+        Store::open_s3(&o, self.rt.clone()).map_err(api_err)
+    }
+
+    /// Connect an S3-family bucket: it must exist (ccfs does not create cloud buckets).
+    fn connect_s3(&self, r: &str, req: ConnectRequest, fs_path: String) -> Result<ConnectResponse, ApiError> {
+        if req.cloud_service != "s3" && req.endpoint.is_none() {
+            return Err(ApiError::bad_request(format!("cloud_service {} needs an endpoint", req.cloud_service)));
+        }
+        let o = self.s3_options(
+            &req.bucket_name,
+            req.endpoint.as_deref().unwrap_or(""),
+            req.region.as_deref().unwrap_or(""),
+            req.access_key.as_deref().unwrap_or(""),
+            req.secret_key.as_deref().unwrap_or(""),
+        )?;
+        let store = Store::open_s3(&o, self.rt.clone()).map_err(api_err)?;
+        let action = match Repo::open(store.clone()) {
+            Ok(_) => "connect",
+            Err(Error::BucketNotFound { .. }) if req.create_if_not_found => {
+                return Err(ApiError::not_implemented(format!(
+                    "bucket {} does not exist and this server cannot create cloud buckets yet: create it with your provider's tools",
+                    req.bucket_name
+                )))
+            }
+            Err(Error::NotAStore { .. }) => {
+                let opts = ccfs::InitOptions { block_size_kb: req.block_size_kb.unwrap_or(512), ..Default::default() };
+                ccfs::init(&store, &opts).map_err(api_err)?;
+                "format"
+            }
+            Err(e) => return Err(api_err(e)),
+        };
+        let repo = Repo::open(store).map_err(api_err)?;
+        let version_id = repo.latest("main").map_err(api_err)?.map(|m| m.version_id.to_string()).unwrap_or_default();
+        let conn = Conn {
+            ccstore_ref: r.to_string(),
+            name: req.name,
+            cloud_service: req.cloud_service,
+            bucket_name: req.bucket_name.clone(),
+            fs_path,
+            direction: req.direction,
+            region: req.region.unwrap_or_default(),
+            access_key: req.access_key.unwrap_or_default(),
+            secret_key: req.secret_key.unwrap_or_default(),
+            endpoint: req.endpoint.unwrap_or_default(),
+            gc_credentials_filename: req.gc_credentials_filename.unwrap_or_default(),
+            nfserver: String::new(),
+            nfsexport: String::new(),
+            checkout_modified_policy: req.checkout_modified_policy.unwrap_or_default(),
+            checkout_absent_policy: req.checkout_absent_policy.unwrap_or_default(),
+            store_url: o.url(),
+        };
+        self.db().conn_put(&conn).map_err(db_err)?;
+        self.repos.lock().expect("repos").insert(r.to_string(), repo);
+        Ok(ConnectResponse {
+            status: "OK".into(),
+            version_id,
+            bucket_name: req.bucket_name,
+            action_performed: action.into(),
+        })
+    }
+
     fn repo(&self, c: &Conn) -> Result<Repo, ApiError> {
         if let Some(r) = self.repos.lock().expect("repos").get(&c.ccstore_ref) {
             return Ok(r.clone());
         }
-        let store = Store::open(&c.store_url, self.rt.clone(), false).map_err(api_err)?;
+        let store = self.open_store(c)?;
         let repo = Repo::open(store).map_err(api_err)?;
         self.repos.lock().expect("repos").insert(c.ccstore_ref.clone(), repo.clone());
         Ok(repo)
@@ -332,11 +437,13 @@ impl Backend for ServeBackend {
         valid_bucket(&req.bucket_name)?;
         let dir = match req.cloud_service.as_str() {
             "local" => self.cfg.bucket_root.join(&req.bucket_name),
-            "gcp" | "gc" | "s3" | "s3_generic" | "swift" | "cleversafe" | "ecs" | "hyperstore" | "activescale" => {
-                return Err(ApiError::not_implemented(format!(
-                    "cloud_service {:?} is not supported by this server yet; use \"local\"",
-                    req.cloud_service
-                )))
+            "s3" | "s3_generic" | "swift" | "cleversafe" | "ecs" | "hyperstore" | "activescale" => {
+                return self.connect_s3(r, req, fs_path);
+            }
+            "gcp" | "gc" => {
+                return Err(ApiError::not_implemented(
+                    "Google Cloud Storage is not supported by this server yet; use \"local\" or an S3 service",
+                ))
             }
             other => return Err(ApiError::unprocessable(format!("unknown cloud_service {other:?}"))),
         };
@@ -434,7 +541,8 @@ impl Backend for ServeBackend {
         }
         let repo = self.repo(&c)?;
         let threads = req.threads.unwrap_or(8) as usize;
-        let (keep, dir) = (req.keep_bucket, PathBuf::from(&c.store_url));
+        // Cloud buckets are emptied but kept: ccfs does not delete them (yet).
+        let (keep, dir, is_local) = (req.keep_bucket, PathBuf::from(&c.store_url), c.cloud_service == "local");
         let (ops, r2) = (self.ops.clone(), r.to_string());
         let desc = format!(
             "Bucket clear: CCStore [{r}] bucket [{}]{}",
@@ -445,12 +553,12 @@ impl Backend for ServeBackend {
             .ops
             .start("bucket_clear", r, desc, req.progressrate, move |p, cancel| {
                 let n = ccfs::admin::clear_store(&repo, threads, p, cancel)?;
-                if !keep {
+                if !keep && is_local {
                     std::fs::remove_dir_all(&dir)
                         .map_err(|e| ccfs::Error::Internal(format!("remove bucket {}: {e}", dir.display())))?;
                 }
                 let _ = ops.db.lock().expect("db").conn_delete(&r2);
-                Ok(json!({"status": "OK", "deleted_objects": n, "bucket_deleted": !keep}))
+                Ok(json!({"status": "OK", "deleted_objects": n, "bucket_deleted": !keep && is_local}))
             })
             .map_err(db_err)?;
         self.repos.lock().expect("repos").remove(r);

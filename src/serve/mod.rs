@@ -20,6 +20,7 @@ pub struct ServeOptions {
     pub fs_root: PathBuf,
     pub session_ttl: Duration,
     pub cache_lookup: bool,
+    pub allowed_endpoints: Option<Vec<String>>,
 }
 
 /// Create the admin user on first start: password from `CCFS_ADMIN_PASSWORD`, or generated and
@@ -75,8 +76,14 @@ pub fn run(opts: ServeOptions, rt: &tokio::runtime::Runtime, shutdown: ccfs::Can
         std::fs::canonicalize(&opts.fs_root).with_context(|| format!("fs root {}", opts.fs_root.display()))?;
     let db = db::Db::open(&state_dir).context("open the state database")?;
     ensure_admin(&db, &state_dir)?;
-    let cfg =
-        ServeConfig { state_dir, bucket_root, fs_root, session_ttl: opts.session_ttl, cache_lookup: opts.cache_lookup };
+    let cfg = ServeConfig {
+        state_dir,
+        bucket_root,
+        fs_root,
+        session_ttl: opts.session_ttl,
+        cache_lookup: opts.cache_lookup,
+        allowed_endpoints: opts.allowed_endpoints.clone(),
+    };
     let backend = ServeBackend::new(cfg, rt.handle().clone(), db).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let ops = backend.ops().clone();
     let flusher = {
