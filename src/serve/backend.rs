@@ -263,18 +263,36 @@ impl ServeBackend {
             req.secret_key.as_deref().unwrap_or(""),
         )?;
         let store = Store::open_s3(&o, self.rt.clone()).map_err(api_err)?;
+        match store.probe() {
+            Err(Error::BucketNotFound { .. }) if req.create_if_not_found => Err(ApiError::not_implemented(format!(
+                "bucket {} does not exist and this server cannot create cloud buckets yet: create it with your provider's tools",
+                req.bucket_name
+            ))),
+            Err(e) => Err(api_err(e)),
+            Ok(()) => self.finish_connect(r, req, fs_path, store, o.url(), false),
+        }
+    }
+
+    /// Format the store if it has no header yet, record the connection and answer.
+    fn finish_connect(
+        &self,
+        r: &str,
+        req: ConnectRequest,
+        fs_path: String,
+        store: Store,
+        store_url: String,
+        created: bool,
+    ) -> Result<ConnectResponse, ApiError> {
         let action = match Repo::open(store.clone()) {
             Ok(_) => "connect",
-            Err(Error::BucketNotFound { .. }) if req.create_if_not_found => {
-                return Err(ApiError::not_implemented(format!(
-                    "bucket {} does not exist and this server cannot create cloud buckets yet: create it with your provider's tools",
-                    req.bucket_name
-                )))
-            }
             Err(Error::NotAStore { .. }) => {
                 let opts = ccfs::InitOptions { block_size_kb: req.block_size_kb.unwrap_or(512), ..Default::default() };
                 ccfs::init(&store, &opts).map_err(api_err)?;
-                "format"
+                if created {
+                    "create+format"
+                } else {
+                    "format"
+                }
             }
             Err(e) => return Err(api_err(e)),
         };
@@ -296,7 +314,7 @@ impl ServeBackend {
             nfsexport: String::new(),
             checkout_modified_policy: req.checkout_modified_policy.unwrap_or_default(),
             checkout_absent_policy: req.checkout_absent_policy.unwrap_or_default(),
-            store_url: o.url(),
+            store_url,
         };
         self.db().conn_put(&conn).map_err(db_err)?;
         self.repos.lock().expect("repos").insert(r.to_string(), repo);
@@ -456,47 +474,7 @@ impl Backend for ServeBackend {
         }
         let url = dir.to_string_lossy().into_owned();
         let store = Store::open(&url, self.rt.clone(), true).map_err(api_err)?;
-        let action = match Repo::open(store.clone()) {
-            Ok(_) => "connect",
-            Err(Error::NotAStore { .. }) => {
-                let opts = ccfs::InitOptions { block_size_kb: req.block_size_kb.unwrap_or(512), ..Default::default() };
-                ccfs::init(&store, &opts).map_err(api_err)?;
-                if existed {
-                    "format"
-                } else {
-                    "create+format"
-                }
-            }
-            Err(e) => return Err(api_err(e)),
-        };
-        let repo = Repo::open(store).map_err(api_err)?;
-        let version_id = repo.latest("main").map_err(api_err)?.map(|m| m.version_id.to_string()).unwrap_or_default();
-        let conn = Conn {
-            ccstore_ref: r.to_string(),
-            name: req.name,
-            cloud_service: req.cloud_service,
-            bucket_name: req.bucket_name.clone(),
-            fs_path,
-            direction: req.direction,
-            region: req.region.unwrap_or_default(),
-            access_key: req.access_key.unwrap_or_default(),
-            secret_key: req.secret_key.unwrap_or_default(),
-            endpoint: req.endpoint.unwrap_or_default(),
-            gc_credentials_filename: req.gc_credentials_filename.unwrap_or_default(),
-            nfserver: String::new(),
-            nfsexport: String::new(),
-            checkout_modified_policy: req.checkout_modified_policy.unwrap_or_default(),
-            checkout_absent_policy: req.checkout_absent_policy.unwrap_or_default(),
-            store_url: url,
-        };
-        self.db().conn_put(&conn).map_err(db_err)?;
-        self.repos.lock().expect("repos").insert(r.to_string(), repo);
-        Ok(ConnectResponse {
-            status: "OK".into(),
-            version_id,
-            bucket_name: req.bucket_name,
-            action_performed: action.into(),
-        })
+        self.finish_connect(r, req, fs_path, store, url, !existed)
     }
 
     fn update(&self, r: &str, req: UpdateRequest) -> Result<Status, ApiError> {
