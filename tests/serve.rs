@@ -325,7 +325,17 @@ fn abort_restart_and_history_survive() {
         Some(json!({"fs_src": "/big", "threads": 1, "progressrate": 1})),
     );
     let id = op["id"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Abort as soon as the create has read something (well before its 240 MiB are done).
+    let t0 = Instant::now();
+    loop {
+        let o = s.ok("GET", &format!("/elcc_api/operations/{id}"), None);
+        let read = o["operation_progress"]["progress"]["fs_files_bytes_read"].as_u64().unwrap_or(0);
+        if read > 0 || o["operation_status"] != "running" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "create never started: {o}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let ab = s.ok("PUT", &format!("/elcc_api/operations/{id}/abort"), None);
     assert_eq!(ab["did_abort"], true);
     let done = s.wait_op(id);
