@@ -67,31 +67,43 @@ pub struct CreateOutcome {
 }
 
 /// Deduplication map: blob id → where it lives. A slot is claimed by the first writer; others
-/// wait on it, so a block is written once even when two files hold it at the same time.
+/// wait on it, so a block is written once even when two files hold it at the same time. The
+/// store's known blobs are loaded on first use, so a create that finds nothing new (all files
+/// and directories unchanged) reads no index at all.
 struct Dedup {
-    slots: Mutex<HashMap<[u8; 32], Slot>>,
+    slots: Mutex<Option<HashMap<[u8; 32], Slot>>>,
+    repo: Repo,
 }
 
 /// A blob's location once written; `None` when its write failed.
 type Slot = Arc<OnceLock<Option<Loc>>>;
 
 impl Dedup {
-    fn new(known: HashMap<[u8; 32], BlobEntry>) -> Self {
-        let slots = known
+    fn new(repo: Repo) -> Self {
+        Dedup { slots: Mutex::new(None), repo }
+    }
+
+    fn load(known: HashMap<[u8; 32], BlobEntry>) -> HashMap<[u8; 32], Slot> {
+        known
             .into_iter()
             .map(|(id, b)| {
                 let cell = OnceLock::new();
                 let _ = cell.set(Some(b.loc));
                 (id, Arc::new(cell))
             })
-            .collect();
-        Dedup { slots: Mutex::new(slots) }
+            .collect()
     }
 
     /// The location of `id`, writing it with `write` if this call is the first to need it.
     /// Returns whether this call wrote it.
     fn get_or_write(&self, id: [u8; 32], write: impl FnOnce() -> Result<Loc>) -> Result<(Loc, bool)> {
-        let cell = self.slots.lock().expect("dedup map poisoned").entry(id).or_default().clone();
+        let cell = {
+            let mut slots = self.slots.lock().expect("dedup map poisoned");
+            if slots.is_none() {
+                *slots = Some(Self::load(self.repo.known_blobs()?));
+            }
+            slots.as_mut().expect("loaded above").entry(id).or_default().clone()
+        };
         let mut wrote = false;
         let mut err = None;
         let loc = cell.get_or_init(|| match write() {
@@ -144,7 +156,8 @@ enum JobError {
 }
 
 enum Event {
-    Enter(Entry),
+    /// A directory begins; with its tree in the parent version, if it had one.
+    Enter(Entry, Option<TreeRef>),
     Leaf(Entry),
     File(Entry, Receiver<Result<FileResult, JobError>>),
     /// A further hard link to a group whose first member came earlier.
@@ -204,7 +217,7 @@ pub fn create_version(
     let config = repo.config().clone();
     let ctx = Arc::new(Ctx {
         params: ChunkParams::of(&config),
-        dedup: Dedup::new(repo.known_blobs()?),
+        dedup: Dedup::new(repo.clone()),
         data: PackWriter::new(PackKind::Data, config.pack_size as usize, uploader.clone()),
         trees: PackWriter::new(PackKind::Tree, (config.pack_size as usize / 4).max(1 << 20), uploader.clone()),
         progress: progress.clone(),
@@ -278,7 +291,7 @@ pub fn create_version(
     };
 
     // The catalog: a tree holding the root directory's entry.
-    let (catalog, _) = write_tree(&ctx, &Tree { entries: vec![root_entry] })?;
+    let (catalog, _) = write_tree(&ctx, &Tree { entries: vec![root_entry] }, parent.as_ref().map(|m| m.root))?;
     ctx.data.flush()?;
     ctx.trees.flush()?;
     uploader.finish()?;
@@ -365,10 +378,14 @@ fn commit(
     Err(Error::Internal("could not find a free version id".into()))
 }
 
-/// Encode a tree and store it unless the store has it already; says whether it was new.
-fn write_tree(ctx: &Ctx, tree: &Tree) -> Result<(TreeRef, bool)> {
+/// Encode a tree and store it unless the store has it already; says whether it was new. A tree
+/// equal to the parent version's (`prev`) is that tree: no lookup needed.
+fn write_tree(ctx: &Ctx, tree: &Tree, prev: Option<TreeRef>) -> Result<(TreeRef, bool)> {
     let raw = codec::encode_raw(tree);
     let id = TreeId::of(&raw);
+    if let Some(p) = prev.filter(|p| p.id == id) {
+        return Ok((p, false));
+    }
     let raw_len =
         u32::try_from(raw.len()).map_err(|_| Error::InvalidArgument("directory too large (tree over 4 GiB)".into()))?;
     let (loc, wrote) = ctx.dedup.get_or_write(id.0, || {
@@ -380,7 +397,7 @@ fn write_tree(ctx: &Ctx, tree: &Tree) -> Result<(TreeRef, bool)> {
 
 /// Take events in order and build trees bottom-up; returns the root directory's entry.
 fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result<Entry> {
-    let mut stack: Vec<(Entry, Vec<Entry>)> = Vec::new();
+    let mut stack: Vec<(Entry, Vec<Entry>, Option<TreeRef>)> = Vec::new();
     let mut links: HashMap<u64, Option<(Vec<Piece>, u64)>> = HashMap::new();
     loop {
         if ctx.cancel.is_cancelled() {
@@ -389,7 +406,7 @@ fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result
         let ev = rx.recv().map_err(|_| Error::Internal("walker ended without finishing the tree".into()))?;
         match ev {
             Event::Failed(e) => return Err(e),
-            Event::Enter(e) => stack.push((e, Vec::new())),
+            Event::Enter(e, prev) => stack.push((e, Vec::new(), prev)),
             Event::Leaf(e) => {
                 if let Some(g) = e.link_group {
                     // The first link of a group carries the content for the later ones.
@@ -428,10 +445,10 @@ fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result
                 }
             }
             Event::Leave => {
-                let (mut dir, children) =
+                let (mut dir, children, prev) =
                     stack.pop().ok_or_else(|| Error::Internal("unbalanced directory events".into()))?;
                 let tree = Tree { entries: children };
-                let (tree_ref, new) = write_tree(ctx, &tree)?;
+                let (tree_ref, new) = write_tree(ctx, &tree, prev)?;
                 if new {
                     stats.diff_num_dirs += 1;
                 } else {
@@ -441,7 +458,7 @@ fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result
                 stats.fs_num_dirs += 1;
                 add(&ctx.progress.fs.fs_created_dirs, 1);
                 match stack.last_mut() {
-                    Some((_, siblings)) => siblings.push(dir),
+                    Some((_, siblings, _)) => siblings.push(dir),
                     None => return Ok(dir),
                 }
             }
@@ -449,7 +466,7 @@ fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result
     }
 }
 
-fn top(stack: &mut [(Entry, Vec<Entry>)]) -> Result<&mut Vec<Entry>> {
+fn top(stack: &mut [(Entry, Vec<Entry>, Option<TreeRef>)]) -> Result<&mut Vec<Entry>> {
     stack.last_mut().map(|t| &mut t.1).ok_or_else(|| Error::Internal("entry outside any directory".into()))
 }
 
@@ -486,7 +503,7 @@ impl Walker<'_> {
         root.xattrs = fsmeta::read_xattrs(src);
         let parent_tree = self.parent_tree(parent.as_ref())?;
         let entries = std::fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))?;
-        self.send(Event::Enter(root))?;
+        self.send(Event::Enter(root, parent.as_ref().and_then(|p| p.subtree)))?;
         self.walk_dir(src, entries, parent_tree)?;
         self.send(Event::Leave)
     }
@@ -536,7 +553,7 @@ impl Walker<'_> {
                         }
                     };
                     let sub = self.parent_tree(old)?;
-                    self.send(Event::Enter(e))?;
+                    self.send(Event::Enter(e, old.and_then(|o| o.subtree)))?;
                     self.walk_dir(&path, listing, sub)?;
                     self.send(Event::Leave)?;
                 }

@@ -356,3 +356,23 @@ fn branches_are_separate() {
     }
     assert_eq!(info["summary"]["versions_num"], 2);
 }
+
+#[test]
+fn unchanged_recreate_reads_no_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
+    write(&src.join("a/b.txt"), b"b");
+    write(&src.join("c.bin"), &random_bytes(1 << 20, 3));
+    init(&store, &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
+    for idx in objects_under(&store, "index") {
+        std::fs::write(idx, b"garbage").unwrap();
+    }
+    let st = ccfs_json(&store, &["version", "create", src.to_str().unwrap()])["stats"].clone();
+    assert_eq!(st["diff_num_dirs"], 0, "{st}");
+    write(&src.join("new.txt"), b"new content");
+    let o = ccfs(&store, &["version", "create", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("corrupt object index/"), "a change needs the index: {err}");
+}
