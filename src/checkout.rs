@@ -389,25 +389,17 @@ impl Restorer<'_> {
         let existing = std::fs::symlink_metadata(path).ok();
         match e.kind {
             EntryKind::Dir => {
-                match &existing {
-                    Some(md) if md.is_dir() => {}
-                    Some(md) => {
+                if !existing.as_ref().is_some_and(|md| md.is_dir()) {
+                    if let Some(md) = &existing {
                         if !self.clear_conflict(path, md, e) {
                             return Ok(());
                         }
-                        if let Err(err) = std::fs::DirBuilder::new().mode(0o700).create(path) {
-                            skip("cannot create directory", err);
-                            return Ok(());
-                        }
-                        add(&progress.fs.fs_created_dirs, 1);
                     }
-                    None => {
-                        if let Err(err) = std::fs::DirBuilder::new().mode(0o700).create(path) {
-                            skip("cannot create directory", err);
-                            return Ok(());
-                        }
-                        add(&progress.fs.fs_created_dirs, 1);
+                    if let Err(err) = std::fs::DirBuilder::new().mode(0o700).create(path) {
+                        skip("cannot create directory", err);
+                        return Ok(());
                     }
+                    add(&progress.fs.fs_created_dirs, 1);
                 }
                 self.dirs.push((path.to_path_buf(), e.clone()));
                 self.walk(path, e, vpath)?;

@@ -312,38 +312,20 @@ impl Store {
         Ok(out)
     }
 
-    /// A byte range of an object.
+    /// A byte range of an object, exactly `range.end - range.start` bytes.
     ///
     /// # Errors
-    /// [`Error::MissingObject`] when the object is absent, [`Error::Store`] otherwise.
+    /// [`Error::MissingObject`] when the object is absent, [`Error::Corrupt`] when it is shorter
+    /// than the range, [`Error::Store`] otherwise.
     pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
-        self.rt.block_on(self.get_range_async(path, range))
-    }
-
-    /// Async form of [`Store::get_range`], for callers already on the runtime.
-    ///
-    /// # Errors
-    /// As [`Store::get_range`].
-    pub async fn get_range_async(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let opts = GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() };
-        let res = match self.inner.get_opts(&Path::from(path), opts).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
-        let bytes = res.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
-                Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
-            }
-            e => Error::Store { op: "get range", object: path.to_string(), source: e },
-        })?;
+        let bytes = self.get_upto(path, range.start, want)?;
         if bytes.len() as u64 != want {
             return Err(Error::corrupt(
                 path,
                 format!("range read returned {} bytes, {} expected (truncated object?)", bytes.len(), want),
             ));
         }
-        self.count_read(want);
         Ok(bytes)
     }
 
