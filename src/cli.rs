@@ -25,6 +25,10 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Time-to-live of the leases by which creates and gc announce themselves, in seconds
+    /// (renewed every quarter of it; a killed process stops counting after it).
+    #[arg(long, global = true, env = "CCFS_LEASE_TTL", default_value_t = 600, value_parser = clap::value_parser!(u64).range(2..))]
+    lease_ttl: u64,
     /// Log verbosity (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -74,6 +78,31 @@ enum Cmd {
     },
     /// Unmount a ccfs mount point.
     Unmount { mountpoint: PathBuf },
+    /// Reclaim the space of deleted versions (safe while creates run; can be killed and rerun).
+    Gc {
+        /// Packs younger than this are never removed (e.g. 90s, 30m, 1h, 2d; 0 = none).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        grace: Duration,
+        /// Repack a pack when the live data it holds is below this fraction of it.
+        #[arg(long, default_value_t = 0.5)]
+        repack_below: f64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Show what would be removed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify the store: every object each version needs exists (and with --read-data, hashes
+    /// to its name). Exit status 0 when healthy, 4 when problems were found.
+    Check {
+        /// Also read this percentage of the data packs and verify every block in them.
+        #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100")]
+        read_data: Option<f64>,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+    },
     /// Run the REST control plane (the CloudConnect API) until SIGINT/SIGTERM.
     Serve {
         /// Address to listen on.
@@ -224,6 +253,8 @@ enum VersionCmd {
 
 /// Exit status when the work completed but some files were skipped.
 const EXIT_PARTIAL: u8 = 3;
+/// Exit status of `check` when the store has problems.
+const EXIT_UNHEALTHY: u8 = 4;
 /// Exit status after Ctrl-C.
 const EXIT_ABORTED: u8 = 130;
 
@@ -380,7 +411,51 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Version(v) => version_cmd(v, &url, json, rt, cancel),
+        Cmd::Version(v) => version_cmd(v, &url, json, Duration::from_secs(cli.lease_ttl), rt, cancel),
+        Cmd::Gc { grace, repack_below, threads, dry_run } => {
+            if !(0.0..=1.0).contains(&repack_below) {
+                anyhow::bail!("--repack-below {repack_below}: use a fraction from 0 to 1");
+            }
+            let repo = open_repo(&url, rt)?;
+            let opts = ccfs::gc::GcOptions {
+                grace,
+                repack_below,
+                threads,
+                lease_ttl: Duration::from_secs(cli.lease_ttl),
+                dry_run,
+            };
+            let progress = Arc::new(Progress::new());
+            let bar = ProgressBar::start(progress.clone(), "gc", json);
+            let res = ccfs::gc::run(&repo, &opts, progress.clone(), cancel);
+            bar.finish();
+            let r = res?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!({"status": "OK", "gc": r}))?);
+            } else {
+                print_gc(&r, &progress);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { read_data, threads } => {
+            if let Some(p) = read_data {
+                if !(0.0..=100.0).contains(&p) || p == 0.0 {
+                    anyhow::bail!("--read-data={p}: use a percentage above 0, at most 100");
+                }
+            }
+            let repo = open_repo(&url, rt)?;
+            let opts = ccfs::check::CheckOptions { read_data_percent: read_data, threads };
+            let progress = Arc::new(Progress::new());
+            let bar = ProgressBar::start(progress.clone(), "check", json);
+            let res = ccfs::check::check(&repo, &opts, progress.clone(), cancel);
+            bar.finish();
+            let r = res?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!({"status": "OK", "check": r}))?);
+            } else {
+                print_check(&r);
+            }
+            Ok(if r.healthy { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNHEALTHY) })
+        }
         Cmd::Mount { .. } | Cmd::Unmount { .. } | Cmd::Serve { .. } => unreachable!("handled above"),
     }
 }
@@ -462,7 +537,13 @@ fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) ->
 }
 
 fn open_repo(url: &str, rt: tokio::runtime::Handle) -> Result<Repo> {
-    let store = Store::open(url, rt, false)?;
+    let mut store = Store::open(url, rt, false)?;
+    // Test aid: inject store faults (see ccfs::fault). Never set in normal use.
+    if let Ok(spec) = std::env::var("CCFS_FAULTS") {
+        let plan = ccfs::fault::FaultPlan::parse(&spec)?;
+        tracing::warn!(?plan, "CCFS_FAULTS is set: injecting store faults");
+        store = store.with_faults(plan);
+    }
     Ok(Repo::open(store)?)
 }
 
@@ -470,6 +551,7 @@ fn version_cmd(
     cmd: VersionCmd,
     url: &str,
     json: bool,
+    lease_ttl: Duration,
     rt: tokio::runtime::Handle,
     cancel: CancellationToken,
 ) -> Result<ExitCode> {
@@ -480,7 +562,7 @@ fn version_cmd(
                 Some(p) => Some(repo.resolve(&p, &branch)?.version_id.clone()),
                 None => None,
             };
-            let opts = ccfs::CreateOptions { branch, parent, no_parent, desc, threads };
+            let opts = ccfs::CreateOptions { branch, parent, no_parent, desc, threads, lease_ttl };
             let progress = Arc::new(Progress::new());
             let bar = ProgressBar::start(progress.clone(), "create", json);
             let res = ccfs::create_version(&repo, &src, &opts, progress.clone(), cancel);
@@ -573,7 +655,7 @@ fn version_cmd(
             if json {
                 println!("{}", json!({"status": "OK", "version_id": m.version_id}));
             } else {
-                println!("deleted version {}", m.version_id);
+                println!("deleted version {} (run `ccfs gc` to reclaim its space)", m.version_id);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -642,6 +724,101 @@ fn print_skipped(skipped: &[ccfs::format::Skipped]) {
     eprintln!("skipped {} entries:", skipped.len());
     for s in skipped {
         eprintln!("  {}: {}", s.path, s.reason);
+    }
+}
+
+/// `90s`, `30m`, `1h`, `2d`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: use a number with s, m, h or d (e.g. 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn print_gc(r: &ccfs::gc::GcReport, progress: &Progress) {
+    println!(
+        "gc: {} versions, {} live blobs; {} packs ({}) before",
+        r.versions,
+        r.live_blobs,
+        r.packs_before,
+        human(r.bytes_before)
+    );
+    println!(
+        "  deleted {} packs ({}); repacked {} packs ({} blobs, {} written); {} young packs kept",
+        r.packs_deleted,
+        human(r.bytes_deleted),
+        r.packs_repacked,
+        r.blobs_repacked,
+        human(r.bytes_repacked),
+        r.packs_young
+    );
+    println!(
+        "  merged {} indexes, removed {} statistics objects; {} requests in {:.1}s",
+        r.indexes_merged,
+        r.stats_deleted,
+        progress.requests(),
+        progress.elapsed_secs()
+    );
+    for p in &r.pending {
+        println!(
+            "  pending: {} packs of record {} wait for {} running create(s): {}; run gc again later",
+            p.packs,
+            p.record,
+            p.waiting_for.len(),
+            p.waiting_for.join(", ")
+        );
+    }
+    if r.dry_run {
+        println!("  (dry run: would condemn {} packs, {}; nothing changed)", r.packs_condemned, human(r.bytes_deleted));
+    }
+    if r.missing_blobs > 0 {
+        println!("  WARNING: {} live blobs are in no readable pack: run `ccfs check`", r.missing_blobs);
+    }
+    for u in &r.unreadable_packs {
+        println!("  WARNING: kept unreadable pack {u}");
+    }
+    for c in &r.corrupt_blobs {
+        println!("  WARNING: corrupt blob, its pack is kept: {c}");
+    }
+}
+
+fn print_check(r: &ccfs::check::CheckReport) {
+    println!(
+        "check: {} versions, {} trees, {} blocks, {} packs; {} packs read ({}), {} blobs verified",
+        r.versions,
+        r.trees,
+        r.blocks,
+        r.packs,
+        r.packs_read,
+        human(r.bytes_read),
+        r.blobs_verified
+    );
+    if r.unused_packs > 0 || r.pending_gc > 0 {
+        println!("  {} packs no version needs, {} gc sweeps pending (run `ccfs gc`)", r.unused_packs, r.pending_gc);
+    }
+    for p in &r.problems {
+        println!("PROBLEM {}: {}: {}", p.kind, p.object, p.detail);
+        for v in &p.versions {
+            println!("  version {v}");
+        }
+        for f in &p.files {
+            println!("  file {f}");
+        }
+        if p.more_files > 0 {
+            println!("  … and {} more files", p.more_files);
+        }
+    }
+    if r.healthy {
+        println!("no problems found");
+    } else {
+        println!("{} problems found", r.problems.len());
     }
 }
 

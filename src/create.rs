@@ -51,11 +51,20 @@ pub struct CreateOptions {
     pub desc: String,
     /// Worker threads for reading, hashing and compressing; 0 means one per CPU.
     pub threads: usize,
+    /// Time-to-live of the create's lease (renewed every quarter of it; see `lease`).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Default for CreateOptions {
     fn default() -> Self {
-        CreateOptions { branch: "main".into(), parent: None, no_parent: false, desc: String::new(), threads: 0 }
+        CreateOptions {
+            branch: "main".into(),
+            parent: None,
+            no_parent: false,
+            desc: String::new(),
+            threads: 0,
+            lease_ttl: crate::lease::DEFAULT_TTL,
+        }
     }
 }
 
@@ -139,6 +148,8 @@ struct Ctx {
     new_block_bytes: std::sync::atomic::AtomicU64,
     /// Reusable chunking buffers (one per running file job).
     buffers: Mutex<Vec<Vec<u8>>>,
+    /// Tells garbage collection this create may still commit references to what it reads.
+    lease: crate::lease::Lease,
 }
 
 /// Result of reading one file.
@@ -194,6 +205,8 @@ pub fn create_version(
     let push_start = crate::time::now_display();
     let scan_start_micros = crate::time::now_micros();
     let repo = repo.with_progress(progress.clone());
+    // Before anything is read from the store: gc must know this create may use what it sees.
+    let lease = crate::lease::Lease::acquire(repo.store(), crate::lease::LeaseKind::Create, opts.lease_ttl)?;
 
     let parent = if opts.no_parent {
         None
@@ -231,6 +244,7 @@ pub fn create_version(
         new_block_bytes: Default::default(),
         buffers: Mutex::new(Vec::new()),
         repo: repo.clone(),
+        lease,
     });
 
     // File jobs go to `threads` reader threads through a bounded queue.
@@ -347,6 +361,8 @@ fn commit(
     let stats_json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
     store.put(&format!("stats/{uid}"), Bytes::from(stats_json))?;
 
+    // A create whose lease lapsed may refer to data a gc has since deleted.
+    ctx.lease.ensure_valid()?;
     let start = crate::time::now_micros();
     for micros in start..start + 1000 {
         let version_id = VersionId { bucket: store.bucket().to_string(), branch: opts.branch.clone(), micros };

@@ -89,6 +89,17 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A create or gc could not renew its lease in time: other processes may already treat it
+    /// as gone, so it must not commit.
+    #[error(
+        "lease {lease} was last renewed {age_secs} s ago (TTL {ttl_secs} s): refusing to commit; run the command again"
+    )]
+    LeaseExpired { lease: String, age_secs: u64, ttl_secs: u64 },
+
+    /// Another process holds what this operation needs (another gc is running).
+    #[error("{0}")]
+    Busy(String),
+
     /// The operation was cancelled by its caller.
     #[error("operation aborted")]
     Aborted,

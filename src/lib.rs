@@ -7,16 +7,20 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod check;
 pub mod checkout;
 pub mod chunker;
 pub mod codec;
 pub mod create;
 pub mod diskcache;
 pub mod error;
+pub mod fault;
 pub mod format;
 pub mod fsmeta;
 pub mod fsview;
+pub mod gc;
 pub mod ids;
+pub mod lease;
 pub mod pack;
 pub mod progress;
 pub mod repo;

@@ -86,6 +86,23 @@ pub fn encode_trailer(trailer: &PackTrailer) -> Vec<u8> {
     out
 }
 
+/// The trailer's stored length, from the last bytes of a pack (at least 12 of them).
+fn trailer_len(tail: &[u8], path: &str) -> Result<usize> {
+    if tail.len() < 12 || &tail[tail.len() - 8..] != PACK_MAGIC {
+        return Err(Error::corrupt(path, "no pack trailer (bad magic)"));
+    }
+    Ok(u32::from_le_bytes(tail[tail.len() - 12..tail.len() - 8].try_into().expect("4 bytes")) as usize)
+}
+
+fn decode_trailer(stored: &[u8], kind: PackKind, path: &str) -> Result<PackTrailer> {
+    let raw = codec::decompress(stored, 64 << 20, path)?;
+    let trailer: PackTrailer = codec::decode_raw(&raw, path)?;
+    if trailer.kind != kind {
+        return Err(Error::corrupt(path, "pack kind in trailer does not match its path"));
+    }
+    Ok(trailer)
+}
+
 /// Read the trailer of a pack: the list of blobs it holds.
 ///
 /// # Errors
@@ -93,23 +110,32 @@ pub fn encode_trailer(trailer: &PackTrailer) -> Vec<u8> {
 pub fn read_trailer(store: &Store, kind: PackKind, id: &PackId) -> Result<PackTrailer> {
     let path = pack_path(kind, id);
     let tail = store.get_suffix(&path, 64 * 1024)?;
-    let bad = |r: &str| Error::corrupt(&path, r);
-    if tail.len() < 12 || &tail[tail.len() - 8..] != PACK_MAGIC {
-        return Err(bad("no pack trailer (bad magic)"));
-    }
-    let n = u32::from_le_bytes(tail[tail.len() - 12..tail.len() - 8].try_into().expect("4 bytes")) as usize;
+    let n = trailer_len(&tail, &path)?;
     let bytes: Bytes = if n + 12 <= tail.len() {
         tail.slice(tail.len() - 12 - n..tail.len() - 12)
     } else {
+        let bad = |r: &str| Error::corrupt(&path, r);
         let meta_len = store.list(&path)?.first().map(|m| m.size).ok_or_else(|| bad("vanished"))?;
         let end = meta_len.checked_sub(12).ok_or_else(|| bad("too short"))?;
         let start = end.checked_sub(n as u64).ok_or_else(|| bad("trailer length exceeds pack"))?;
         store.get_range(&path, start..end)?
     };
-    let raw = codec::decompress(&bytes, 64 << 20, &path)?;
-    let trailer: PackTrailer = codec::decode_raw(&raw, &path)?;
-    if trailer.kind != kind {
-        return Err(bad("pack kind in trailer does not match its path"));
+    decode_trailer(&bytes, kind, &path)
+}
+
+/// The trailer of a pack held whole in memory; checks that every blob lies before it.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the pack.
+pub fn trailer_of(pack: &[u8], kind: PackKind, id: &PackId) -> Result<PackTrailer> {
+    let path = pack_path(kind, id);
+    let n = trailer_len(pack, &path)?;
+    let start = pack.len().checked_sub(12 + n).ok_or_else(|| Error::corrupt(&path, "trailer length exceeds pack"))?;
+    let trailer = decode_trailer(&pack[start..pack.len() - 12], kind, &path)?;
+    if let Some(b) =
+        trailer.blobs.iter().find(|b| b.loc.pack != *id || b.loc.offset as usize + b.loc.len as usize > start)
+    {
+        return Err(Error::corrupt(&path, format!("trailer lists blob {} outside the pack", hex::encode(b.id))));
     }
     Ok(trailer)
 }

@@ -99,6 +99,12 @@ impl Progress {
         self.skipped.lock().expect("skipped list poisoned").clone()
     }
 
+    /// Store requests so far (reads, listings, writes, deletes).
+    pub fn requests(&self) -> u64 {
+        let b = &self.bucket;
+        get(&b.read_blobs_ops) + get(&b.read_metadata_ops) + get(&b.write_blobs_ops) + get(&b.delete_blobs_ops)
+    }
+
     pub fn elapsed_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }

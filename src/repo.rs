@@ -72,7 +72,13 @@ pub struct Repo {
     disk: Option<Arc<crate::diskcache::DiskCache>>,
     /// Aligned windows of packs read by restores (see [`Repo::block_uncached`]).
     windows: moka::sync::Cache<(PackId, u64), Bytes>,
+    /// Where blobs live now, loaded on the first read whose pack is gone (garbage collection
+    /// moved its live blobs to new packs; see [`Repo::relocate`]).
+    relocations: Arc<std::sync::Mutex<Option<Arc<BlobMap>>>>,
 }
+
+/// Blob id → where it is stored.
+pub type BlobMap = HashMap<[u8; 32], BlobEntry>;
 
 /// Size of a pack window read at once by restores.
 const WINDOW: u64 = 1 << 20;
@@ -175,7 +181,16 @@ impl Repo {
             .max_capacity(32 << 20)
             .weigher(|_: &(PackId, u64), b: &Bytes| b.len() as u32)
             .build();
-        Ok(Repo { store, config: Arc::new(config), trees, blocks, manifests, disk: caches.disk.clone(), windows })
+        Ok(Repo {
+            store,
+            config: Arc::new(config),
+            trees,
+            blocks,
+            manifests,
+            disk: caches.disk.clone(),
+            windows,
+            relocations: Default::default(),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -373,10 +388,15 @@ impl Repo {
             return Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?));
         }
         let path = pack_path(PackKind::Data, &b.loc.pack);
-        let window = self
-            .windows
-            .try_get_with((b.loc.pack, w), || self.store.get_upto(&path, w * WINDOW, WINDOW))
-            .map_err(Error::Shared)?;
+        let window = match self.windows.try_get_with((b.loc.pack, w), || self.store.get_upto(&path, w * WINDOW, WINDOW))
+        {
+            Ok(w) => w,
+            Err(e) if matches!(e.root(), Error::MissingObject { .. }) => {
+                // The pack was repacked: read the block where it lives now.
+                return Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?));
+            }
+            Err(e) => return Err(Error::Shared(e)),
+        };
         let (from, to) = ((start - w * WINDOW) as usize, (end - w * WINDOW) as usize);
         if to > window.len() {
             return Err(Error::corrupt(&path, format!("pack ends before block {} at offset {}", b.id, b.loc.offset)));
@@ -385,10 +405,76 @@ impl Repo {
         Ok(Bytes::from(raw))
     }
 
+    /// Decode, verify and cache a tree from its stored bytes (read by the caller, e.g. as part
+    /// of a whole tree pack).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the pack and tree.
+    pub fn tree_from_stored(&self, r: &TreeRef, stored: &[u8]) -> Result<Arc<Tree>> {
+        if let Some(t) = self.trees.get(&r.id) {
+            return Ok(t);
+        }
+        let raw = Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?;
+        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
+        let tree: Arc<Tree> = Arc::new(codec::decode_raw(&raw, &what)?);
+        self.trees.insert(r.id, tree.clone());
+        Ok(tree)
+    }
+
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {
-        let path = pack_path(kind, &loc.pack);
-        let stored = self.store.get_range(&path, loc.offset as u64..loc.offset as u64 + loc.len as u64)?;
-        Self::decode_verified(kind, loc, raw_len, id, what, &stored)
+        let mut loc = *loc;
+        let mut tried: Vec<PackId> = Vec::new();
+        loop {
+            let path = pack_path(kind, &loc.pack);
+            match self.store.get_range(&path, loc.offset as u64..loc.offset as u64 + loc.len as u64) {
+                Ok(stored) => return Self::decode_verified(kind, &loc, raw_len, id, what, &stored),
+                Err(Error::MissingObject { .. }) if tried.len() < 3 => {
+                    tried.push(loc.pack);
+                    match self.relocate(id, &tried)? {
+                        Some(new) => loc = new,
+                        None => {
+                            return Err(Error::MissingObject {
+                                object: path,
+                                reason: format!("{what} {} is in no pack of the store", hex::encode(id)),
+                            })
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Where a blob lives now when the pack its reference names is gone: garbage collection
+    /// repacks the live blobs of mostly-dead packs and deletes the old packs, while trees keep
+    /// the old locations (they are immutable). The store's indexes say where each blob went.
+    /// `tried` are packs already found missing.
+    ///
+    /// # Errors
+    /// Store errors and corrupt indexes.
+    pub fn relocate(&self, id: &[u8; 32], tried: &[PackId]) -> Result<Option<Loc>> {
+        let mut slot = self.relocations.lock().expect("relocations poisoned");
+        if let Some(b) = slot.as_ref().and_then(|m| m.get(id)) {
+            if !tried.contains(&b.loc.pack) {
+                return Ok(Some(b.loc));
+            }
+        }
+        // No map yet, or it predates the latest move: load it again.
+        let map = Arc::new(self.known_blobs()?);
+        *slot = Some(map.clone());
+        Ok(map.get(id).filter(|b| !tried.contains(&b.loc.pack)).map(|b| b.loc))
+    }
+
+    /// Check that stored bytes decode to the blob `b` (used by gc and check on whole packs).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the pack and blob.
+    pub fn verify_stored(kind: PackKind, b: &BlobEntry, stored: &[u8]) -> Result<()> {
+        let what = match kind {
+            PackKind::Data => "block",
+            PackKind::Tree => "tree",
+        };
+        Self::decode_verified(kind, &b.loc, b.raw_len, &b.id, what, stored).map(|_| ())
     }
 
     fn decode_verified(
@@ -424,38 +510,54 @@ impl Repo {
     }
 
     /// Every blob known to the store: the union of all index files, plus the trailers of packs
-    /// no index names (left by a create that was killed before it committed). Used for dedup.
+    /// no index names (left by a create that was killed before it committed). Packs that
+    /// garbage collection has condemned, and index entries of packs that no longer exist, are
+    /// left out: nothing new may come to depend on them. Used for dedup and relocation.
     ///
     /// # Errors
     /// Store errors and corrupt indexes.
-    pub fn known_blobs(&self) -> Result<HashMap<[u8; 32], BlobEntry>> {
-        let mut map = HashMap::new();
-        let mut indexed_packs = std::collections::HashSet::new();
+    pub fn known_blobs(&self) -> Result<BlobMap> {
+        // Condemned packs first: a gc record written after this read names only packs that a
+        // gc will not delete before this process's lease is gone (see `gc`).
+        let condemned = crate::gc::condemned_packs(&self.store)?;
+        let mut indexed: Vec<BlobEntry> = Vec::new();
         for meta in self.store.list("index")? {
             let path = meta.location.to_string();
             let Some(raw) = self.store.get(&path)? else { continue };
             let idx: IndexFile = codec::decode_object(ObjectKind::Index, &raw, &path)?;
-            indexed_packs.extend(idx.packs.iter().copied());
-            for b in idx.blobs {
-                map.insert(b.id, b);
-            }
+            indexed.extend(idx.blobs);
         }
+        let mut existing = std::collections::HashSet::new();
+        let mut unindexed = Vec::new();
+        let indexed_packs: std::collections::HashSet<PackId> = indexed.iter().map(|b| b.loc.pack).collect();
         for kind in [PackKind::Data, PackKind::Tree] {
             for meta in self.store.list(&format!("packs/{}", kind.dir()))? {
                 let Some(name) = meta.location.filename() else { continue };
                 let Ok(id) = name.parse::<PackId>() else { continue };
-                if indexed_packs.contains(&id) {
+                if condemned.contains(&id) {
                     continue;
                 }
-                match pack::read_trailer(&self.store, kind, &id) {
-                    Ok(t) => {
-                        tracing::info!(pack = %id, blobs = t.blobs.len(), "reusing pack of an unfinished create");
-                        for b in t.blobs {
-                            map.entry(b.id).or_insert(b);
-                        }
-                    }
-                    Err(e) => tracing::warn!(pack = %id, error = %e, "ignoring unreadable pack"),
+                existing.insert(id);
+                if !indexed_packs.contains(&id) {
+                    unindexed.push((kind, id));
                 }
+            }
+        }
+        let mut map = HashMap::new();
+        for b in indexed {
+            if existing.contains(&b.loc.pack) {
+                map.insert(b.id, b);
+            }
+        }
+        for (kind, id) in unindexed {
+            match pack::read_trailer(&self.store, kind, &id) {
+                Ok(t) => {
+                    tracing::info!(pack = %id, blobs = t.blobs.len(), "reusing pack not named by any index");
+                    for b in t.blobs {
+                        map.entry(b.id).or_insert(b);
+                    }
+                }
+                Err(e) => tracing::warn!(pack = %id, error = %e, "ignoring unreadable pack"),
             }
         }
         Ok(map)

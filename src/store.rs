@@ -195,6 +195,11 @@ impl Store {
         Store { inner, url: url.to_string(), bucket: bucket.to_string(), rt, progress: None }
     }
 
+    /// The same store with faults injected (tests; see [`crate::fault`]).
+    pub fn with_faults(&self, plan: crate::fault::FaultPlan) -> Store {
+        Store { inner: Arc::new(crate::fault::FaultStore::new(self.inner.clone(), plan)), ..self.clone() }
+    }
+
     /// The same store, counting its requests into `progress`.
     pub fn with_progress(&self, progress: Arc<Progress>) -> Store {
         Store { progress: Some(progress), ..self.clone() }

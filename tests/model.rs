@@ -1,7 +1,8 @@
-//! Property test: random sequences of file-system changes and version creates, checked against
-//! a simple in-memory model. Every version must read back (by path, by range, and by checkout)
-//! exactly as the model saw the tree when the version was created. Runs the library in-process
-//! over the in-memory store and over a local store.
+//! Property test: random sequences of file-system changes, version creates, version deletes and
+//! garbage collections, checked against a simple in-memory model. Every live version must read
+//! back (by path, by range, and by checkout, through a handle with cold caches) exactly as the
+//! model saw the tree when the version was created, and `check --read-data` must find the store
+//! healthy after every gc. Runs the library in-process over the in-memory, local and S3 stores.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,9 +13,25 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { file: usize, seed: u64, len: usize },
-    Delete { file: usize },
-    Snapshot { branch: bool },
+    Write {
+        file: usize,
+        seed: u64,
+        len: usize,
+    },
+    Delete {
+        file: usize,
+    },
+    Snapshot {
+        branch: bool,
+    },
+    /// Delete the live version at this index (modulo their number).
+    DeleteVersion {
+        pick: usize,
+    },
+    /// Garbage collection with no grace window and this repack threshold.
+    Gc {
+        repack_below: f64,
+    },
 }
 
 const NAMES: &[&str] = &["a", "b", "dir/c", "dir/d", "dir/sub/e", "other/f", "dir/sub/deeper/g", "h"];
@@ -25,6 +42,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(file, seed, len)| Op::Write { file, seed, len }),
         2 => (0..NAMES.len()).prop_map(|file| Op::Delete { file }),
         2 => any::<bool>().prop_map(|branch| Op::Snapshot { branch }),
+    ]
+}
+
+fn op_with_gc() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => op(),
+        2 => any::<usize>().prop_map(|pick| Op::DeleteVersion { pick }),
+        1 => prop_oneof![Just(0.0), Just(0.5), Just(1.0)].prop_map(|repack_below| Op::Gc { repack_below }),
     ]
 }
 
@@ -48,7 +73,7 @@ fn apply(root: &Path, model: &mut Model, op: &Op) {
             let _ = std::fs::remove_file(root.join(NAMES[*file]));
             model.remove(NAMES[*file]);
         }
-        Op::Snapshot { .. } => {}
+        Op::Snapshot { .. } | Op::DeleteVersion { .. } | Op::Gc { .. } => {}
     }
 }
 
@@ -112,9 +137,33 @@ fn run(ops: Vec<Op>, store_url: Option<Backend>) {
     ccfs::init(&store, &ccfs::InitOptions { block_size_kb: 16, pack_size_mb: 1, ..Default::default() }).unwrap();
     let repo = Repo::open(store).unwrap();
     let mut model = Model::new();
-    let mut versions = Vec::new();
+    let mut versions: Vec<(ccfs::ids::VersionId, Model)> = Vec::new();
     for op in &ops {
         apply(&src, &mut model, op);
+        if let Op::DeleteVersion { pick } = op {
+            if !versions.is_empty() {
+                let (id, _) = versions.remove(pick % versions.len());
+                ccfs::admin::delete_version(&repo, &id, &Progress::new()).unwrap();
+            }
+        }
+        if let Op::Gc { repack_below } = op {
+            let opts = ccfs::gc::GcOptions {
+                grace: std::time::Duration::ZERO,
+                repack_below: *repack_below,
+                ..Default::default()
+            };
+            let report = ccfs::gc::run(&repo, &opts, Arc::new(Progress::new()), CancellationToken::new()).unwrap();
+            assert!(report.pending.is_empty(), "no create runs, nothing may wait: {report:?}");
+            assert_eq!(report.missing_blobs, 0, "{report:?}");
+            let fresh = Repo::open(repo.store().clone()).unwrap();
+            let opts = ccfs::check::CheckOptions { read_data_percent: Some(100.0), threads: 4 };
+            let c = ccfs::check::check(&fresh, &opts, Arc::new(Progress::new()), CancellationToken::new()).unwrap();
+            assert!(c.healthy, "check after gc: {:?}", c.problems);
+            assert_eq!(c.unused_packs, 0, "gc with no grace leaves no unused pack: {c:?}");
+            for (id, expect) in &versions {
+                check_version(&fresh, id, expect, tmp.path());
+            }
+        }
         if let Op::Snapshot { branch } = op {
             let opts =
                 CreateOptions { branch: if *branch { "side".into() } else { "main".into() }, ..Default::default() };
@@ -133,6 +182,23 @@ fn run(ops: Vec<Op>, store_url: Option<Backend>) {
     let fresh = Repo::open(repo.store().clone()).unwrap();
     for (id, expect) in &versions {
         check_version(&fresh, id, expect, tmp.path());
+    }
+    if ops.iter().any(|o| matches!(o, Op::Gc { .. })) {
+        // Delete everything left: gc gives back every pack, index and statistics object.
+        for (id, _) in &versions {
+            ccfs::admin::delete_version(&repo, id, &Progress::new()).unwrap();
+        }
+        let opts = ccfs::gc::GcOptions { grace: std::time::Duration::ZERO, ..Default::default() };
+        ccfs::gc::run(&repo, &opts, Arc::new(Progress::new()), CancellationToken::new()).unwrap();
+        let left: Vec<String> = repo
+            .store()
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .filter(|p| p != "ccfs.json" && !p.starts_with("deleted/"))
+            .collect();
+        assert!(left.is_empty(), "left after deleting every version and gc: {left:?}");
     }
 }
 
@@ -155,5 +221,20 @@ proptest! {
             Ok(ep) => run(ops, Some(Backend::S3(ep))),
             Err(_) => eprintln!("!!! SKIPPED versions_match_model_s3_store: CCFS_TEST_S3_ENDPOINT not set (scripts/test.sh sets it) !!!"),
         }
+    }
+}
+
+proptest! {
+    // Cheap cases (small trees): many of them, long sequences.
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn create_delete_gc_match_model_memory_store(ops in prop::collection::vec(op_with_gc(), 1..48)) {
+        run(ops, None);
+    }
+
+    #[test]
+    fn create_delete_gc_match_model_local_store(ops in prop::collection::vec(op_with_gc(), 1..32)) {
+        run(ops, Some(Backend::Local));
     }
 }

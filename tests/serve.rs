@@ -272,8 +272,14 @@ fn full_flow_over_http() {
     assert_eq!(st, 422, "{v}");
 
     // delete: the version leaves the listing; the summary counts it
-    let del = s.ok("DELETE", "/elcc_api/ccstores/cs1/versions", Some(json!({"version_id": vid})));
-    assert_eq!(s.wait_op(del["id"].as_i64().unwrap())["operation_status"], "complete");
+    let del = s.ok("DELETE", "/elcc_api/ccstores/cs1/versions", Some(json!({"version_id": vid, "threads": 4})));
+    let done = s.wait_op(del["id"].as_i64().unwrap());
+    assert_eq!(done["operation_status"], "complete");
+    // the delete runs gc: the version's packs are younger than the grace window, so they stay
+    let gc = &done["operation_result"]["gc"];
+    assert_eq!(gc["versions"], 0, "{done}");
+    assert!(gc["packs_young"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(gc["packs_deleted"], 0, "{done}");
     assert!(s.ok("GET", "/elcc_api/ccstores/cs1/versions", None).as_array().unwrap().is_empty());
     assert_eq!(s.ok("GET", "/elcc_api/ccstores/cs1/stats?no_cache=true", None)["summary"]["deleted_versions_num"], 1);
 

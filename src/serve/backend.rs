@@ -52,7 +52,7 @@ fn api_err(e: Error) -> ApiError {
         | Error::NotAFile { .. }
         | Error::InvalidArgument(_)
         | Error::InvalidStoreUrl { .. } => ApiError::unprocessable(e.to_string()),
-        Error::AlreadyFormatted { .. } => ApiError::conflict(e.to_string()),
+        Error::AlreadyFormatted { .. } | Error::Busy(_) => ApiError::conflict(e.to_string()),
         Error::BucketNotFound { .. } => ApiError::not_found(e.to_string()),
         Error::AccessDenied { .. } => ApiError::new(control_api::StatusCode::FORBIDDEN, e.to_string()),
         Error::Unreachable { .. } => ApiError::unprocessable(e.to_string()),
@@ -828,6 +828,7 @@ impl Backend for ServeBackend {
             no_parent: false,
             desc: req.version_desc.unwrap_or_else(|| src.display().to_string()),
             threads: req.threads.unwrap_or(0) as usize,
+            lease_ttl: ccfs::lease::DEFAULT_TTL,
         };
         let desc = format!("Version create: from [:{}] to CCStore [{r}]", src.display());
         let r2 = r.to_string();
@@ -908,15 +909,24 @@ impl Backend for ServeBackend {
         let m = self.resolve_version(&repo, Some(&req.version_id), None)?;
         let id: VersionId = m.version_id.clone();
         let desc = format!("Version delete: [{id}] from CCStore [{r}]");
+        let threads = req.threads.map_or(8, |t| t.clamp(1, 64) as usize);
         let r2 = r.to_string();
         let cache = self.cache.clone();
         let (op, uuid) = self
             .ops
-            .start("delete", r, desc, req.progressrate, move |p, _cancel| {
+            .start("delete", r, desc, req.progressrate, move |p, cancel| {
                 ccfs::admin::delete_version(&repo, &id, &p)?;
                 let prefix = format!("{r2}|");
                 let _ = cache.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
-                Ok(json!({"status": "OK", "version_id": id.to_string()}))
+                // Reclaim what only this version used (safe beside running creates; packs
+                // younger than the grace window stay for creates that may resume).
+                let opts = ccfs::gc::GcOptions { threads, ..Default::default() };
+                let gc = match ccfs::gc::run(&repo, &opts, p, cancel) {
+                    Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
+                    Err(ccfs::Error::Busy(why)) => json!({"deferred": why}),
+                    Err(e) => return Err(e),
+                };
+                Ok(json!({"status": "OK", "version_id": id.to_string(), "gc": gc}))
             })
             .map_err(db_err)?;
         Ok(self.started(op, uuid))
