@@ -2,20 +2,28 @@
 # Benchmarks ccfs against restic and borg (and, with --all-peers, rustic and bupstash) on the
 # shared dataset, in one run, and prints every ccfs figure as a ratio to each peer.
 #
-# Usage: scripts/bench.sh [--quick] [--all-peers] [--iters N]
+# After the first iteration's phases, ccfs, restic and borg also build a history of ten
+# snapshots (seven more mutate+backup rounds), delete the third (the first two hold the same
+# data) and reclaim its space (ccfs: version delete + gc --grace 0; restic: forget --prune;
+# borg: delete + compact), timed, and counted as repository files opened or deleted (strace, on
+# a copy of the repository). Skipped by --quick unless --gc is given.
+#
+# Usage: scripts/bench.sh [--quick] [--all-peers] [--iters N] [--gc]
 #   --quick      one iteration on a reduced dataset (the 256 MiB rand_a.bin and text_b.txt
 #                removed), under ~3 minutes once the dataset and tools exist
+#   --gc         with --quick: run the gc phase too
 #   --all-peers  also rustic (with its mount feature) and bupstash, built with cargo install
 #                --locked into .tools/peers (about 15 minutes the first time)
 # Needs root (drop_caches, FUSE). Results: bench/results/<date>.md (+ raw CSV beside it).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
-QUICK=0 ALL=0 ITERS=3
+QUICK=0 ALL=0 ITERS=3 GC=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1; ITERS=1 ;;
     --all-peers) ALL=1 ;;
+    --gc) GC=1 ;;
     --iters) ITERS=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -32,7 +40,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- tools ---------------------------------------------------------------------------------
 need=()
-for c in restic:restic borg:borgbackup fusermount3:fuse3 /usr/bin/time:time openssl:openssl zstd:zstd bc:bc; do
+for c in restic:restic borg:borgbackup fusermount3:fuse3 /usr/bin/time:time openssl:openssl zstd:zstd bc:bc strace:strace; do
   command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -141,6 +149,39 @@ snapdir() {
     rustic) echo "$MNT/[$(hostname)]/[]/latest$DATA" ;;
   esac
 }
+forget_third() { # repo: delete the third-oldest snapshot (the first with data of its own: the
+  # first two are the initial and the unchanged backup) and reclaim the space it alone used
+  case $TOOL in
+    ccfs) local id
+          id=$("$CCFS" --store "$1" --json version list | python3 -c 'import json,sys; print(json.load(sys.stdin)[-3]["version_id"])')
+          "$CCFS" --store "$1" version delete "$id" && "$CCFS" --store "$1" gc --grace 0 ;;
+    restic) local id
+          id=$(restic -r "$1" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[2]["id"])')
+          restic -r "$1" forget "$id" --prune ;;
+    borg) borg delete "$1::snap3" && borg compact "$1" ;;
+  esac
+}
+gc_phase() { # ten snapshots, then forget the third: time, and file operations on the repository
+  for k in $(seq 4 10); do
+    python3 "$SHARED/gen_dataset.py" mutate "$DATA" --seed $((40 + k)) --force > /dev/null 2>&1
+    backup backup_history "$k"
+  done
+  local before copy=$WORK/gc-copy
+  before=$(size "$REPO"); rec repo_size_10_snapshots "" "" "$before"
+  # The request count runs on a copy (with copies of the tools' local caches), so that tracing
+  # does not slow the timed run.
+  rm -rf "$copy"; mkdir -p "$copy"
+  cp -a "$REPO" "$copy/repo"
+  [ -d "$RESTIC_CACHE_DIR" ] && cp -a "$RESTIC_CACHE_DIR" "$copy/restic-cache"
+  [ -d "$BORG_BASE_DIR" ] && cp -a "$BORG_BASE_DIR" "$copy/borg-base"
+  drop; run forget_one_and_reclaim bash -c "$(declare -f forget_third); TOOL=$TOOL CCFS=$CCFS forget_third $REPO"
+  rec reclaimed "" "" "$(( before - $(size "$REPO") ))"
+  RESTIC_CACHE_DIR=$copy/restic-cache BORG_BASE_DIR=$copy/borg-base RUSTIC_REPOSITORY=$copy/repo \
+    strace -f -qq -e trace=open,openat,unlink,unlinkat -o "$WORK/strace.out" \
+    bash -c "$(declare -f forget_third); TOOL=$TOOL CCFS=$CCFS forget_third $copy/repo" > /dev/null 2>&1
+  rec reclaim_repo_file_ops "" "" "$(grep -c "\"$copy/repo/" "$WORK/strace.out")"
+  rm -rf "$copy"
+}
 random_reads() { # file: 2000 random 4 KiB preads
   python3 - "$1" <<'PY'
 import os, random, sys
@@ -199,6 +240,8 @@ for TOOL in $TOOLS; do
     R3=$(size "$REPO")
     drop; backup backup_after_mutate 3
     rec growth_after_mutate "" "" "$(( $(size "$REPO") - R3 ))"
+    # gc: once per tool (slow: seven more mutate+backup rounds); not in --quick unless --gc
+    if [ "$IT" = 1 ] && { [ $QUICK = 0 ] || [ $GC = 1 ]; } && [[ " ccfs restic borg " == *" $TOOL "* ]]; then gc_phase; fi
   done
 done
 rm -rf "$DATA" "$RESTORE" "$REPO"

@@ -69,6 +69,25 @@ for ph in ["repo_size", "growth_unchanged", "growth_after_mutate"]:
     ratios = [f"{nums['ccfs'] / nums[p]:.3f}" if nums.get("ccfs") is not None and nums.get(p) else "–" for p in peers]
     print(f"| {ph} | " + " | ".join(fmt(nums[t]) for t in tools) + " | " + " | ".join(ratios) + " |")
 
+print("\n## Deleting one snapshot of ten and reclaiming its space (first iteration)\n")
+print("The third of ten snapshots (the first two hold the same data) is deleted. ccfs: `version "
+      "delete` + `gc --grace 0`; restic: `forget ID --prune`; borg: `delete` + `compact`. File "
+      "operations = repository files opened or deleted (strace), what each would cost in requests "
+      "on an object store.\n")
+print("| figure | " + " | ".join(tools) + " | " + " | ".join(f"ccfs vs {p}" for p in peers) + " |")
+print("|---|" + "---|" * (len(tools) + len(peers)))
+gsec = {t: med(secs[(t, "forget_one_and_reclaim")]) for t in tools}
+print("| seconds | " + " | ".join(fmt(gsec[t]) for t in tools) + " | "
+      + " | ".join(f"{gsec[p] / gsec['ccfs']:.2f}× faster" if gsec.get("ccfs") and gsec.get(p) else "–" for p in peers) + " |")
+for ph, label in [("reclaim_repo_file_ops", "file operations"), ("reclaimed", "bytes reclaimed"),
+                  ("repo_size_10_snapshots", "repository before (bytes)")]:
+    nums = {t: med([int(v) for v in vals[(t, ph)]]) for t in tools}
+    ratios = [f"{nums['ccfs'] / nums[p]:.3f}" if nums.get("ccfs") is not None and nums.get(p) else "–" for p in peers]
+    print(f"| {label} | " + " | ".join(fmt(nums[t]) for t in tools) + " | " + " | ".join(ratios) + " |")
+grss = {t: med(rss[(t, "forget_one_and_reclaim")]) for t in tools}
+print("| peak RSS (KB) | " + " | ".join(fmt(grss[t]) for t in tools) + " | "
+      + " | ".join(f"{grss['ccfs'] / grss[p]:.2f}" if grss.get("ccfs") and grss.get(p) else "–" for p in peers) + " |")
+
 print("\n## Checks\n")
 for t in tools:
     checks = {ph: sorted(set(vals[(t, ph)])) for ph in ("restore_verify", "mount_cat_verify")}

@@ -333,6 +333,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             session_ttl: Duration::from_secs(session_ttl),
             cache_lookup: !no_cache_lookup,
             allowed_endpoints: (!allow_endpoint.is_empty()).then_some(allow_endpoint),
+            faults: fault_plan()?,
         };
         let rt2 = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ccfs-http").build()?;
         crate::serve::run(opts, &rt2, cancel)?;
@@ -538,13 +539,22 @@ fn mount_cmd(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) ->
 
 fn open_repo(url: &str, rt: tokio::runtime::Handle) -> Result<Repo> {
     let mut store = Store::open(url, rt, false)?;
-    // Test aid: inject store faults (see ccfs::fault). Never set in normal use.
-    if let Ok(spec) = std::env::var("CCFS_FAULTS") {
-        let plan = ccfs::fault::FaultPlan::parse(&spec)?;
-        tracing::warn!(?plan, "CCFS_FAULTS is set: injecting store faults");
+    if let Some(plan) = fault_plan()? {
         store = store.with_faults(plan);
     }
     Ok(Repo::open(store)?)
+}
+
+/// Test aid: store faults to inject, from `CCFS_FAULTS` (see ccfs::fault). Never set in normal use.
+fn fault_plan() -> Result<Option<ccfs::fault::FaultPlan>> {
+    match std::env::var("CCFS_FAULTS") {
+        Ok(spec) => {
+            let plan = ccfs::fault::FaultPlan::parse(&spec)?;
+            tracing::warn!(?plan, "CCFS_FAULTS is set: injecting store faults");
+            Ok(Some(plan))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 fn version_cmd(

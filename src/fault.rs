@@ -9,6 +9,7 @@
 //! - `fail_every=K`: every Kth request fails with a transient (retryable) error.
 //! - `fail_after=N`: every request after the Nth fails (a store that went away).
 //! - `delay_ms=N`: every write takes N ms longer (a slow store; widens race windows).
+//! - `fail_writes_under=PREFIX`: every write of an object under PREFIX fails (persistently).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ pub struct FaultPlan {
     pub fail_every: Option<u64>,
     pub fail_after: Option<u64>,
     pub delay_ms: Option<u64>,
+    pub fail_writes_under: Option<String>,
 }
 
 impl FaultPlan {
@@ -46,6 +48,10 @@ impl FaultPlan {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| Error::InvalidArgument(format!("fault spec {part:?}: use key=value")))?;
+            if k == "fail_writes_under" {
+                plan.fail_writes_under = Some(v.to_string());
+                continue;
+            }
             let n: u64 = v.parse().map_err(|_| Error::InvalidArgument(format!("fault spec {part:?}: not a number")))?;
             match k {
                 "crash_after_writes" => plan.crash_after_writes = Some(n),
@@ -84,7 +90,15 @@ impl FaultStore {
         Ok(())
     }
 
-    fn write(&self) -> object_store::Result<()> {
+    fn write(&self, location: Option<&Path>) -> object_store::Result<()> {
+        if let (Some(prefix), Some(l)) = (&self.plan.fail_writes_under, location) {
+            if l.as_ref().starts_with(prefix.as_str()) {
+                return Err(object_store::Error::PermissionDenied {
+                    path: l.to_string(),
+                    source: "writes here are refused (injected persistent fault)".into(),
+                });
+            }
+        }
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
         if self.plan.crash_after_writes.is_some_and(|c| n >= c) {
             eprintln!("ccfs: fault injection: aborting before write {} (crash_after_writes={n})", n + 1);
@@ -112,7 +126,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.write()?;
+        self.write(Some(location))?;
         if let Some(ms) = self.plan.delay_ms {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
@@ -124,7 +138,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.write()?;
+        self.write(Some(location))?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -142,7 +156,7 @@ impl ObjectStore for FaultStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        if let Err(e) = self.write() {
+        if let Err(e) = self.write(None) {
             return futures::stream::once(async move { Err(e) }).boxed();
         }
         self.inner.delete_stream(locations)
@@ -161,7 +175,7 @@ impl ObjectStore for FaultStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.write()?;
+        self.write(Some(to))?;
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -174,12 +188,13 @@ mod tests {
     fn parses_specs() {
         assert_eq!(
             FaultPlan::parse("crash_after_writes=3, fail_every=5").unwrap(),
-            FaultPlan { crash_after_writes: Some(3), fail_every: Some(5), fail_after: None, delay_ms: None }
+            FaultPlan { crash_after_writes: Some(3), fail_every: Some(5), ..Default::default() }
         );
         assert_eq!(FaultPlan::parse("").unwrap(), FaultPlan::default());
         assert!(FaultPlan::parse("fail_every=1").is_err());
         assert!(FaultPlan::parse("explode=1").is_err());
         assert!(FaultPlan::parse("fail_after").is_err());
+        assert_eq!(FaultPlan::parse("fail_writes_under=packs/").unwrap().fail_writes_under.as_deref(), Some("packs/"));
     }
 
     #[test]

@@ -18,6 +18,36 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::progress::{add, Progress};
 
+/// Attempts of a request that fails with a transient error (after the client's own retries).
+const ATTEMPTS: u32 = 4;
+
+/// Whether a store error may go away on its own: object_store reports network failures,
+/// throttling and 5xx answers that outlived its own retries (and local I/O errors) as `Generic`.
+fn transient(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+}
+
+/// Run a request, again after 100 ms, 400 ms and 1.6 s while it fails transiently.
+async fn with_retry<T, F, Fut>(op: &str, path: &str, mut f: F) -> object_store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(op, object = path, attempt, error = %e, "transient store error; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Where a store lives, parsed from a URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -303,13 +333,13 @@ impl Store {
     pub fn get(&self, path: &str) -> Result<Option<Bytes>> {
         let inner = self.inner.clone();
         let p = Path::from(path);
-        let res = self.rt.block_on(async move {
+        let res = self.rt.block_on(with_retry("get", path, || async {
             match inner.get_opts(&p, GetOptions::default()).await {
                 Ok(r) => r.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
-        });
+        }));
         let out = res.map_err(Self::err("get", path))?;
         if let Some(b) = &out {
             self.count_read(b.len() as u64);
@@ -342,8 +372,10 @@ impl Store {
         let inner = self.inner.clone();
         let p = Path::from(path);
         let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..Default::default() };
-        let bytes =
-            self.rt.block_on(async move { inner.get_opts(&p, opts).await?.bytes().await }).map_err(|e| match e {
+        let bytes = self
+            .rt
+            .block_on(with_retry("get range", path, || async { inner.get_opts(&p, opts.clone()).await?.bytes().await }))
+            .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => {
                     Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
                 }
@@ -363,7 +395,9 @@ impl Store {
         let opts = GetOptions { range: Some(GetRange::Suffix(n)), ..Default::default() };
         let bytes = self
             .rt
-            .block_on(async move { inner.get_opts(&p, opts).await?.bytes().await })
+            .block_on(with_retry("get suffix", path, || async {
+                inner.get_opts(&p, opts.clone()).await?.bytes().await
+            }))
             .map_err(Self::err("get suffix", path))?;
         self.count_read(bytes.len() as u64);
         Ok(bytes)
@@ -383,10 +417,12 @@ impl Store {
     /// [`Error::Store`].
     pub async fn put_async(&self, path: &str, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
-        self.inner
-            .put_opts(&Path::from(path), PutPayload::from_bytes(data), PutOptions::default())
-            .await
-            .map_err(Self::err("put", path))?;
+        let p = Path::from(path);
+        with_retry("put", path, || {
+            self.inner.put_opts(&p, PutPayload::from_bytes(data.clone()), PutOptions::default())
+        })
+        .await
+        .map_err(Self::err("put", path))?;
         self.count_write(n);
         Ok(())
     }
@@ -400,9 +436,29 @@ impl Store {
         let inner = self.inner.clone();
         let p = Path::from(path);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        let res = self.rt.block_on(async move { inner.put_opts(&p, PutPayload::from_bytes(data), opts).await });
+        let retried = std::sync::atomic::AtomicBool::new(false);
+        let body = data.clone();
+        let res = self.rt.block_on(with_retry("create", path, || {
+            let first = !retried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            let (inner, p, opts, body) = (inner.clone(), p.clone(), opts.clone(), body.clone());
+            async move {
+                match inner.put_opts(&p, PutPayload::from_bytes(body.clone()), opts).await {
+                    // A retry that finds the object may find the one its own failed-looking
+                    // attempt wrote: that is a success, not a clash.
+                    Err(object_store::Error::AlreadyExists { .. }) if !first => {
+                        let existing = inner.get_opts(&p, GetOptions::default()).await?.bytes().await?;
+                        if existing == body {
+                            Ok(())
+                        } else {
+                            Err(object_store::Error::AlreadyExists { path: p.to_string(), source: "exists".into() })
+                        }
+                    }
+                    r => r.map(|_| ()),
+                }
+            }
+        }));
         match res {
-            Ok(_) => {
+            Ok(()) => {
                 self.count_write(n);
                 Ok(true)
             }
@@ -420,7 +476,7 @@ impl Store {
         let p = Path::from(prefix);
         self.count_meta();
         self.rt
-            .block_on(async move { inner.list(Some(&p)).try_collect::<Vec<_>>().await })
+            .block_on(with_retry("list", prefix, || inner.list(Some(&p)).try_collect::<Vec<_>>()))
             .map_err(Self::err("list", prefix))
     }
 
@@ -432,7 +488,7 @@ impl Store {
         use object_store::ObjectStoreExt;
         let inner = self.inner.clone();
         let p = Path::from(path);
-        let res = self.rt.block_on(async move { inner.delete(&p).await });
+        let res = self.rt.block_on(with_retry("delete", path, || inner.delete(&p)));
         match res {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 if let Some(pr) = &self.progress {

@@ -1,4 +1,4 @@
-//! The core round trip, incremental create, checkout and delete against a real S3 server
+//! The core round trip, incremental create, checkout, delete and gc against a real S3 server
 //! (moto, started on 127.0.0.1 by scripts/test.sh, which sets CCFS_TEST_S3_ENDPOINT), plus the
 //! distinct connect-time errors of a missing bucket and an unreachable endpoint.
 
@@ -71,10 +71,26 @@ fn round_trip_incremental_checkout_and_delete_on_s3() {
     let out2 = tmp.path().join("out2");
     s3_ok(&url, &["version", "checkout", "--to", out2.to_str().unwrap()]);
     assert_same_tree(&src, &out2);
-    // a corrupt object is named, not served
     let cat = s3(&url, &["version", "cat", "latest", "/large/random.bin"]);
     assert!(cat.status.success());
     assert!(cat.stdout == std::fs::read(src.join("large/random.bin")).unwrap());
+    // garbage collection on S3: a changed tree, the old version deleted, repacked and swept
+    write(&src.join("large/random.bin"), &random_bytes(5 << 20, 99));
+    let third = s3_ok(&url, &["version", "create", src.to_str().unwrap()]);
+    let v2 = second["version"]["version_id"].as_str().unwrap();
+    s3_ok(&url, &["version", "delete", v2]);
+    let gc = s3_ok(&url, &["gc", "--grace", "0", "--repack-below", "0.9"]);
+    assert!(gc["gc"]["packs_deleted"].as_u64().unwrap() > 0, "{gc:#}");
+    assert_eq!(gc["gc"]["pending"].as_array().unwrap().len(), 0, "{gc:#}");
+    let check = s3_ok(&url, &["check", "--read-data"]);
+    assert_eq!(check["check"]["healthy"], true, "{check:#}");
+    assert_eq!(check["check"]["unused_packs"], 0, "{check:#}");
+    let out3 = tmp.path().join("out3");
+    s3_ok(
+        &url,
+        &["version", "checkout", third["version"]["version_id"].as_str().unwrap(), "--to", out3.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &out3);
 }
 
 #[test]

@@ -21,10 +21,10 @@ struct Server {
 
 impl Server {
     fn start(state: &Path, extra: &[&str]) -> Server {
-        Self::start_as(state, extra, None)
+        Self::start_as(state, extra, None, &[])
     }
 
-    fn start_as(state: &Path, extra: &[&str], uid: Option<u32>) -> Server {
+    fn start_as(state: &Path, extra: &[&str], uid: Option<u32>, env: &[(&str, &str)]) -> Server {
         let mut cmd = match uid {
             Some(u) => {
                 let mut c = Command::new("setpriv");
@@ -38,6 +38,7 @@ impl Server {
             .arg(state)
             .args(extra)
             .env("CCFS_ADMIN_PASSWORD", "s3cret-pw")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         let mut child = cmd.spawn().expect("start ccfs serve");
@@ -390,7 +391,7 @@ fn unreadable_files_are_listed_as_skipped() {
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
-    let mut s = Server::start_as(&state, &[], Some(65534));
+    let mut s = Server::start_as(&state, &[], Some(65534), &[]);
     s.login();
     connect(&s, "cs", "bucket-three", &data);
     let op = s.ok("POST", "/elcc_api/ccstores/cs/versions", Some(json!({"fs_src": "/src"})));
@@ -707,5 +708,41 @@ fn s3_connections_over_http() {
     assert_eq!(done["operation_result"]["bucket_deleted"], false);
     let listing = ureq::get(&format!("{ep}/{bucket}?list-type=2")).call().unwrap().into_string().unwrap();
     assert!(!listing.contains("<Key>"), "bucket emptied: {listing}");
+    s.stop();
+}
+
+#[test]
+fn store_faults_fail_the_operation_with_its_cause_and_leave_no_version() {
+    // Every pack upload is refused by the store (a persistent fault injected under the real
+    // local store): the create operation ends `failed`, says why, and commits nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_rich_tree(&data.join("src"));
+    let mut s = Server::start_as(&tmp.path().join("state"), &[], None, &[("CCFS_FAULTS", "fail_writes_under=packs/")]);
+    s.login();
+    connect(&s, "cs1", "faulty", &data);
+    let op = s.ok("POST", "/elcc_api/ccstores/cs1/versions", Some(json!({"fs_src": "/src"})));
+    let done = s.wait_op(op["id"].as_i64().unwrap());
+    assert_eq!(done["operation_status"], "failed", "{done}");
+    let why = done.to_string();
+    assert!(why.contains("packs/") && why.contains("injected persistent fault"), "the cause is named: {done}");
+    assert!(s.ok("GET", "/elcc_api/ccstores/cs1/versions", None).as_array().unwrap().is_empty());
+    s.stop();
+
+    // Transient faults (every 4th request fails once) are retried: the create completes and
+    // restores identical.
+    let mut s = Server::start_as(&tmp.path().join("state"), &[], None, &[("CCFS_FAULTS", "fail_every=4")]);
+    s.login();
+    let op = s.ok("POST", "/elcc_api/ccstores/cs1/versions", Some(json!({"fs_src": "/src"})));
+    let done = s.wait_op(op["id"].as_i64().unwrap());
+    assert_eq!(done["operation_status"], "complete", "{done}");
+    let vid = done["operation_result"]["version_id"].as_str().unwrap().to_string();
+    let op = s.ok(
+        "POST",
+        "/elcc_api/ccstores/cs1/versions/checkout",
+        Some(json!({"version_id": vid, "fs_dest": "/restored"})),
+    );
+    assert_eq!(s.wait_op(op["id"].as_i64().unwrap())["operation_status"], "complete");
+    assert_same_tree(&data.join("src"), &data.join("restored"));
     s.stop();
 }

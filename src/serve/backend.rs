@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// When set, S3 endpoints must begin with one of these prefixes (and AWS itself, which has
     /// no endpoint, is refused): the server connects only where it is allowed to.
     pub allowed_endpoints: Option<Vec<String>>,
+    /// Store faults to inject (tests only; `CCFS_FAULTS`).
+    pub faults: Option<ccfs::fault::FaultPlan>,
 }
 
 pub struct ServeBackend {
@@ -243,11 +245,21 @@ impl ServeBackend {
 
     /// Open the store of a connection.
     fn open_store(&self, c: &Conn) -> Result<Store, ApiError> {
-        if c.cloud_service == "local" {
-            return Store::open(&c.store_url, self.rt.clone(), false).map_err(api_err);
+        let store = if c.cloud_service == "local" {
+            Store::open(&c.store_url, self.rt.clone(), false).map_err(api_err)?
+        } else {
+            let o = self.s3_options(&c.bucket_name, &c.endpoint, &c.region, &c.access_key, &c.secret_key)?;
+            Store::open_s3(&o, self.rt.clone()).map_err(api_err)?
+        };
+        Ok(self.with_faults(store))
+    }
+
+    /// The store with the configured test faults, if any.
+    fn with_faults(&self, store: Store) -> Store {
+        match &self.cfg.faults {
+            Some(plan) => store.with_faults(plan.clone()),
+            None => store,
         }
-        let o = self.s3_options(&c.bucket_name, &c.endpoint, &c.region, &c.access_key, &c.secret_key)?;
-        Store::open_s3(&o, self.rt.clone()).map_err(api_err)
     }
 
     /// Connect an S3-family bucket: it must exist (ccfs does not create cloud buckets).
@@ -262,7 +274,7 @@ impl ServeBackend {
             req.access_key.as_deref().unwrap_or(""),
             req.secret_key.as_deref().unwrap_or(""),
         )?;
-        let store = Store::open_s3(&o, self.rt.clone()).map_err(api_err)?;
+        let store = self.with_faults(Store::open_s3(&o, self.rt.clone()).map_err(api_err)?);
         match store.probe() {
             Err(Error::BucketNotFound { .. }) if req.create_if_not_found => Err(ApiError::not_implemented(format!(
                 "bucket {} does not exist and this server cannot create cloud buckets yet: create it with your provider's tools",
@@ -473,7 +485,7 @@ impl Backend for ServeBackend {
             )));
         }
         let url = dir.to_string_lossy().into_owned();
-        let store = Store::open(&url, self.rt.clone(), true).map_err(api_err)?;
+        let store = self.with_faults(Store::open(&url, self.rt.clone(), true).map_err(api_err)?);
         self.finish_connect(r, req, fs_path, store, url, !existed)
     }
 

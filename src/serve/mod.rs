@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub session_ttl: Duration,
     pub cache_lookup: bool,
     pub allowed_endpoints: Option<Vec<String>>,
+    /// Store faults to inject into every connection's store (tests only).
+    pub faults: Option<ccfs::fault::FaultPlan>,
 }
 
 /// Create the admin user on first start: password from `CCFS_ADMIN_PASSWORD`, or generated and
@@ -83,6 +85,7 @@ pub fn run(opts: ServeOptions, rt: &tokio::runtime::Runtime, shutdown: ccfs::Can
         session_ttl: opts.session_ttl,
         cache_lookup: opts.cache_lookup,
         allowed_endpoints: opts.allowed_endpoints.clone(),
+        faults: opts.faults.clone(),
     };
     let backend = ServeBackend::new(cfg, rt.handle().clone(), db).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let ops = backend.ops().clone();
