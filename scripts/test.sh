@@ -13,6 +13,7 @@ need_pkgs=()
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -51,6 +52,24 @@ trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" && break; sleep 0.1; done
 curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" || { echo "moto did not start:"; cat target/moto.log; exit 1; }
 export CCFS_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+
+# moto accepts any credentials; s3s-fs checks SigV4 signatures, so wrong credentials are tested
+# against it. Built once per machine (about 6 minutes) into a cache outside the work tree.
+log "test servers: SigV4-checking S3 (s3s-fs) on 127.0.0.1"
+TOOLS_CACHE=${CCFS_TOOLS_CACHE:-$HOME/.cache/ccfs-tools}
+if [ ! -x "$TOOLS_CACHE/bin/s3s-fs" ]; then
+  cargo install -q s3s-fs --version 0.14.1 --locked --features binary --root "$TOOLS_CACHE" \
+    || cargo install -q s3s-fs --version 0.14.1 --features binary --root "$TOOLS_CACHE" || exit 1
+fi
+S3S_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+S3S_DIR=$(mktemp -d)
+"$TOOLS_CACHE/bin/s3s-fs" --host 127.0.0.1 --port "$S3S_PORT" --access-key ccfs-test-key \
+  --secret-key ccfs-test-secret "$S3S_DIR" > target/s3s.log 2>&1 &
+S3S_PID=$!
+trap 'kill $MOTO_PID $S3S_PID 2>/dev/null || true; rm -rf "$S3S_DIR"' EXIT
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3S_PORT/" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$S3S_PORT/" || { echo "s3s-fs did not start:"; cat target/s3s.log; exit 1; }
+export CCFS_TEST_S3V4_ENDPOINT="http://127.0.0.1:$S3S_PORT" CCFS_TEST_S3V4_DIR="$S3S_DIR"
 
 log "tests"
 export CI="${CI:-true}"   # insta: never write snapshots in the test command, fail on mismatch

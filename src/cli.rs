@@ -431,7 +431,12 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             bar.finish();
             let r = res?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({"status": "OK", "gc": r}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"status": "OK", "gc": r, "bucket": progress.bucket.snapshot()})
+                    )?
+                );
             } else {
                 print_gc(&r, &progress);
             }
@@ -582,7 +587,8 @@ fn version_cmd(
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"status": "OK", "version": out.manifest, "stats": st}))?
+                    serde_json::to_string_pretty(&json!({"status": "OK", "version": out.manifest, "stats": st,
+                                                         "bucket": progress.bucket.snapshot()}))?
                 );
             } else {
                 println!("created version {}", out.manifest.version_id);
@@ -698,7 +704,7 @@ fn version_cmd(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "status": "OK", "fs_dest": to, "version_id": v.manifest.version_id,
-                        "outcome": out,
+                        "outcome": out, "bucket": progress.bucket.snapshot(),
                     }))?
                 );
             } else {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+pub mod bucket;
 pub mod catalog;
 pub mod check;
 pub mod checkout;

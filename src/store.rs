@@ -58,6 +58,42 @@ pub enum StoreLocation {
     /// An S3 or S3-compatible bucket: `s3://bucket[?endpoint=URL&region=R]`. Credentials come
     /// from [`S3Options`] or the standard `AWS_*` environment.
     S3(S3Options),
+    /// A Google Cloud Storage bucket: `gs://bucket?credentials=/path/service-account.json`
+    /// (without `credentials`: `GOOGLE_APPLICATION_CREDENTIALS` or the instance's identity).
+    Gcs(GcsOptions),
+}
+
+/// Options of a Google Cloud Storage bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcsOptions {
+    pub bucket: String,
+    /// Path of a service-account JSON key.
+    pub credentials: Option<PathBuf>,
+    /// Another endpoint than storage.googleapis.com (emulators).
+    pub base_url: Option<String>,
+    /// Requests in flight at most (default [`DEFAULT_MAX_REQUESTS`]).
+    pub max_requests: Option<usize>,
+}
+
+impl GcsOptions {
+    /// The store URL these options stand for.
+    pub fn url(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(c) = &self.credentials {
+            q.push(format!("credentials={}", c.display()));
+        }
+        if let Some(b) = &self.base_url {
+            q.push(format!("base_url={b}"));
+        }
+        if let Some(n) = self.max_requests {
+            q.push(format!("max_requests={n}"));
+        }
+        if q.is_empty() {
+            format!("gs://{}", self.bucket)
+        } else {
+            format!("gs://{}?{}", self.bucket, q.join("&"))
+        }
+    }
 }
 
 /// Where and how to reach an S3 or S3-compatible bucket.
@@ -69,7 +105,15 @@ pub struct S3Options {
     pub region: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Requests in flight to this store at most (default [`DEFAULT_MAX_REQUESTS`]).
+    pub max_requests: Option<usize>,
 }
+
+/// Default bound on concurrent requests to one cloud store (all operations of a process).
+pub const DEFAULT_MAX_REQUESTS: usize = 32;
+
+/// Objects above this size are uploaded in parts (multipart upload).
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
 
 impl S3Options {
     /// The store URL these options stand for (secrets left out).
@@ -80,6 +124,9 @@ impl S3Options {
         }
         if let Some(r) = &self.region {
             q.push(format!("region={r}"));
+        }
+        if let Some(n) = self.max_requests {
+            q.push(format!("max_requests={n}"));
         }
         if q.is_empty() {
             format!("s3://{}", self.bucket)
@@ -121,14 +168,54 @@ impl StoreLocation {
                 match k.as_ref() {
                     "endpoint" => o.endpoint = Some(v.into_owned()),
                     "region" => o.region = Some(v.into_owned()),
-                    other => return Err(bad(&format!("unknown s3 URL parameter {other:?} (endpoint, region)"))),
+                    "max_requests" => {
+                        o.max_requests = Some(
+                            v.parse()
+                                .ok()
+                                .filter(|n| (1..=1024).contains(n))
+                                .ok_or_else(|| bad("max_requests: 1 to 1024"))?,
+                        )
+                    }
+                    other => {
+                        return Err(bad(&format!(
+                            "unknown s3 URL parameter {other:?} (endpoint, region, max_requests)"
+                        )))
+                    }
                 }
             }
             return Ok(StoreLocation::S3(o));
         }
+        if url.starts_with("gs://") {
+            let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+            let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("gs:// URLs need a bucket"))?;
+            if !matches!(parsed.path(), "" | "/") {
+                return Err(bad("gs:// URLs name a whole bucket (no path)"));
+            }
+            let mut o = GcsOptions { bucket: bucket.to_string(), ..Default::default() };
+            for (k, v) in parsed.query_pairs() {
+                match k.as_ref() {
+                    "credentials" => o.credentials = Some(PathBuf::from(v.into_owned())),
+                    "base_url" => o.base_url = Some(v.into_owned()),
+                    "max_requests" => {
+                        o.max_requests = Some(
+                            v.parse()
+                                .ok()
+                                .filter(|n| (1..=1024).contains(n))
+                                .ok_or_else(|| bad("max_requests: 1 to 1024"))?,
+                        )
+                    }
+                    other => {
+                        return Err(bad(&format!(
+                            "unknown gs URL parameter {other:?} (credentials, base_url, max_requests)"
+                        )))
+                    }
+                }
+            }
+            return Ok(StoreLocation::Gcs(o));
+        }
         if let Some((scheme, _)) = url.split_once("://") {
             return Err(bad(&format!(
-                "unsupported scheme {scheme:?}; use file:///path, a plain path, s3://bucket or memory://"
+                "unsupported scheme {scheme:?}; use file:///path, a plain path, s3://bucket, gs://bucket or memory://"
             )));
         }
         Ok(StoreLocation::Local(PathBuf::from(url)))
@@ -163,6 +250,7 @@ impl Store {
             StoreLocation::Memory => Ok(Store::new(Arc::new(InMemory::new()), "memory://", "memory", rt)),
             StoreLocation::Local(path) => Self::open_local(&path, rt, create),
             StoreLocation::S3(o) => Self::open_s3(&o, rt),
+            StoreLocation::Gcs(o) => Self::open_gcs(&o, rt),
         }
     }
 
@@ -193,7 +281,47 @@ impl Store {
             b = b.with_secret_access_key(k);
         }
         let s3 = b.build().map_err(|e| Error::InvalidStoreUrl { url: o.url(), reason: e.to_string() })?;
-        Ok(Store::new(Arc::new(s3), &o.url(), &o.bucket, rt))
+        // One bound on requests in flight for everything this process does with the store.
+        let limited = object_store::limit::LimitStore::new(s3, o.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS));
+        Ok(Store::new(Arc::new(limited), &o.url(), &o.bucket, rt))
+    }
+
+    /// Open a Google Cloud Storage bucket with a service-account key (checked here: a missing
+    /// or malformed key file is a clear error before any request).
+    ///
+    /// # Errors
+    /// [`Error::InvalidStoreUrl`] for a bad key file or options.
+    pub fn open_gcs(o: &GcsOptions, rt: Handle) -> Result<Store> {
+        let bad = |reason: String| Error::InvalidStoreUrl { url: o.url(), reason };
+        let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&o.bucket);
+        if let Some(path) = &o.credentials {
+            let raw = std::fs::read(path).map_err(|e| bad(format!("credentials file {}: {e}", path.display())))?;
+            let v: serde_json::Value = serde_json::from_slice(&raw)
+                .map_err(|e| bad(format!("credentials file {} is not JSON: {e}", path.display())))?;
+            for k in ["client_email", "private_key"] {
+                if v.get(k).and_then(|x| x.as_str()).is_none() {
+                    return Err(bad(format!(
+                        "credentials file {} is not a service-account key (no {k})",
+                        path.display()
+                    )));
+                }
+            }
+            b = b.with_service_account_path(path.display().to_string());
+        }
+        if let Some(u) = &o.base_url {
+            b = b.with_base_url(u);
+        }
+        let retry = object_store::RetryConfig {
+            max_retries: 4,
+            retry_timeout: std::time::Duration::from_secs(30),
+            ..Default::default()
+        };
+        let options = object_store::ClientOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_allow_http(o.base_url.as_deref().is_some_and(|u| u.starts_with("http://")));
+        let gcs = b.with_retry(retry).with_client_options(options).build().map_err(|e| bad(e.to_string()))?;
+        let limited = object_store::limit::LimitStore::new(gcs, o.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS));
+        Ok(Store::new(Arc::new(limited), &o.url(), &o.bucket, rt))
     }
 
     fn open_local(path: &FsPath, rt: Handle, create: bool) -> Result<Store> {
@@ -300,7 +428,7 @@ impl Store {
         }
         let store = self.url.clone();
         let short = |t: &str| t.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-        if text.contains("NoSuchBucket") {
+        if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
             Error::BucketNotFound { bucket: self.bucket.clone(), store }
         } else if text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
@@ -418,13 +546,33 @@ impl Store {
     pub async fn put_async(&self, path: &str, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
         let p = Path::from(path);
-        with_retry("put", path, || {
-            self.inner.put_opts(&p, PutPayload::from_bytes(data.clone()), PutOptions::default())
-        })
-        .await
-        .map_err(Self::err("put", path))?;
+        if data.len() > MULTIPART_THRESHOLD {
+            with_retry("multipart put", path, || self.put_multipart(&p, data.clone()))
+                .await
+                .map_err(Self::err("multipart put", path))?;
+        } else {
+            with_retry("put", path, || {
+                self.inner.put_opts(&p, PutPayload::from_bytes(data.clone()), PutOptions::default())
+            })
+            .await
+            .map_err(Self::err("put", path))?;
+        }
         self.count_write(n);
         Ok(())
+    }
+
+    /// Upload in 16 MiB parts, two at a time; an upload that fails is aborted (no parts left).
+    async fn put_multipart(&self, p: &Path, data: Bytes) -> object_store::Result<()> {
+        let upload = self.inner.put_multipart_opts(p, Default::default()).await?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+        for chunk in data.chunks(16 << 20) {
+            if let Err(e) = w.wait_for_capacity(2).await {
+                let _ = w.abort().await;
+                return Err(e);
+            }
+            w.write(chunk);
+        }
+        w.finish().await.map(|_| ())
     }
 
     /// Write an object only if no object has that name. `Ok(false)` when one exists.
@@ -524,6 +672,23 @@ mod tests {
         );
         assert!(StoreLocation::parse("s3://b/path").is_err());
         assert!(StoreLocation::parse("s3://b?secret=x").is_err());
+        let gs = StoreLocation::parse("gs://g-bucket?credentials=/etc/key.json&max_requests=4").unwrap();
+        assert_eq!(
+            gs,
+            StoreLocation::Gcs(GcsOptions {
+                bucket: "g-bucket".into(),
+                credentials: Some("/etc/key.json".into()),
+                base_url: None,
+                max_requests: Some(4)
+            })
+        );
+        assert!(StoreLocation::parse("gs://b/x").is_err());
+        assert!(StoreLocation::parse("gs://b?token=1").is_err());
+        let limited = StoreLocation::parse("s3://b?max_requests=8").unwrap();
+        assert!(
+            matches!(&limited, StoreLocation::S3(o) if o.max_requests == Some(8) && o.url() == "s3://b?max_requests=8")
+        );
+        assert!(StoreLocation::parse("s3://b?max_requests=0").is_err());
         assert!(StoreLocation::parse("").is_err());
         assert!(StoreLocation::parse("file://").is_err());
     }

@@ -508,6 +508,38 @@ fn bad_requests_are_refused_with_the_right_status() {
     assert_eq!(up["filename"], "creds1.json");
     let mode = std::fs::metadata(s.state.join("gc_credentials/creds1.json")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Google Cloud Storage connections: the key must be named, uploaded and a service-account
+    // key; with a well-formed key whose token endpoint cannot be reached, connect fails at once
+    // with the cause (no GCS emulator works here, so no wire round trip: see docs/API.md)
+    let gcs = |extra: Value| {
+        let mut b = json!({"cloud_service": "gcp", "bucket_name": "ccfs-gcs"});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s.call("POST", &r("g/connect"), Some(b))
+    };
+    assert_eq!(gcs(json!({})).0, 400, "gc_credentials_filename is required");
+    assert_eq!(gcs(json!({"gc_credentials_filename": "never-uploaded.json"})).0, 422);
+    let (st, v) = gcs(json!({"gc_credentials_filename": "creds1.json"}));
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("not a service-account key"), "{v}");
+    let key = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    let sa = json!({"type": "service_account", "project_id": "p", "private_key_id": "k1",
+                    "private_key": String::from_utf8(key.stdout).unwrap(),
+                    "client_email": "ccfs@p.iam.gserviceaccount.com", "client_id": "1",
+                    "token_uri": "http://127.0.0.1:1/token"});
+    s.ok(
+        "POST",
+        "/elcc_api/ccstores/upload_google_json",
+        Some(json!({"content": sa.to_string(), "filename": "sa.json"})),
+    );
+    let t0 = Instant::now();
+    let (st, v) = gcs(json!({"gc_credentials_filename": "sa.json"}));
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("cannot reach"), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(45), "a clear error, not a hang");
     // unknown routes and verbs
     assert_eq!(s.call("GET", "/elcc_api/nope", None).0, 404);
     assert_eq!(s.call("PATCH", "/elcc_api/ccstores", None).0, 405);
@@ -679,14 +711,27 @@ fn s3_connections_over_http() {
     let mut s = Server::start(&tmp.path().join("state"), &["--allow-endpoint", &allow]);
     s.login();
     assert_eq!(s.ok("GET", "/elcc_api/ccstores/s3c/versions", None).as_array().unwrap().len(), 1);
-    // distinct errors: missing bucket, cannot create, endpoint not allowed, endpoint required
-    assert_eq!(
-        s.call("POST", "/elcc_api/ccstores/m/connect", Some(body("ccfs-missing-bucket", "s3_generic", &ep))).0,
-        404
-    );
-    let mut create = body("ccfs-missing-bucket", "s3_generic", &ep);
+    // distinct errors: missing bucket, bad name, endpoint not allowed, endpoint required
+    let missing = format!("ccfs-new-{:016x}", rand::random::<u64>());
+    assert_eq!(s.call("POST", "/elcc_api/ccstores/m/connect", Some(body(&missing, "s3_generic", &ep))).0, 404);
+    let mut bad = body("Bad_Name", "s3_generic", &ep);
+    bad["create_if_not_found"] = json!(true);
+    assert_eq!(s.call("POST", "/elcc_api/ccstores/m/connect", Some(bad)).0, 422);
+    // create_if_not_found creates the bucket (signed CreateBucket), formats it; clearing it
+    // without keep_bucket deletes the bucket too
+    let mut create = body(&missing, "ecs", &ep);
     create["create_if_not_found"] = json!(true);
-    assert_eq!(s.call("POST", "/elcc_api/ccstores/m/connect", Some(create)).0, 501);
+    let c = s.ok("POST", "/elcc_api/ccstores/m/connect", Some(create));
+    assert_eq!(c["action_performed"], "create+format");
+    assert_eq!(ureq::get(&format!("{ep}/{missing}?list-type=2")).call().unwrap().status(), 200);
+    let clr = s.ok("DELETE", "/elcc_api/ccstores/m", Some(json!({"bucket_name": missing, "keep_bucket": false})));
+    let done = s.wait_op(clr["id"].as_i64().unwrap());
+    assert_eq!(done["operation_status"], "complete", "{done}");
+    assert_eq!(done["operation_result"]["bucket_deleted"], true);
+    match ureq::get(&format!("{ep}/{missing}?list-type=2")).call() {
+        Err(ureq::Error::Status(404, _)) => {}
+        other => panic!("bucket should be gone: {other:?}"),
+    }
     assert_eq!(
         s.call("POST", "/elcc_api/ccstores/m/connect", Some(body(&bucket, "s3_generic", "http://127.0.0.2:1"))).0,
         422
@@ -701,8 +746,8 @@ fn s3_connections_over_http() {
             .0,
         400
     );
-    // clear: the objects go, the cloud bucket stays
-    let clr = s.ok("DELETE", "/elcc_api/ccstores/s3c", Some(json!({"bucket_name": bucket})));
+    // clear with keep_bucket: the objects go, the cloud bucket stays
+    let clr = s.ok("DELETE", "/elcc_api/ccstores/s3c", Some(json!({"bucket_name": bucket, "keep_bucket": true})));
     let done = s.wait_op(clr["id"].as_i64().unwrap());
     assert_eq!(done["operation_status"], "complete", "{done}");
     assert_eq!(done["operation_result"]["bucket_deleted"], false);

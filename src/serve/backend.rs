@@ -66,6 +66,14 @@ fn api_err(e: Error) -> ApiError {
     }
 }
 
+/// A credentials file name: letters, digits, `.`, `_`, `-`, not starting with `.`.
+fn valid_credentials_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 fn db_err(e: rusqlite::Error) -> ApiError {
     ApiError::internal(format!("state database: {e}"))
 }
@@ -240,12 +248,13 @@ impl ServeBackend {
             region: opt(region),
             access_key: opt(key),
             secret_key: opt(secret),
+            max_requests: None,
         })
     }
 
     /// Open the store of a connection.
     fn open_store(&self, c: &Conn) -> Result<Store, ApiError> {
-        let store = if c.cloud_service == "local" {
+        let store = if c.cloud_service == "local" || c.cloud_service == "gcp" || c.cloud_service == "gc" {
             Store::open(&c.store_url, self.rt.clone(), false).map_err(api_err)?
         } else {
             let o = self.s3_options(&c.bucket_name, &c.endpoint, &c.region, &c.access_key, &c.secret_key)?;
@@ -262,7 +271,8 @@ impl ServeBackend {
         }
     }
 
-    /// Connect an S3-family bucket: it must exist (ccfs does not create cloud buckets).
+    /// Connect an S3-family bucket, creating it first when it is missing and the request says
+    /// `create_if_not_found`.
     fn connect_s3(&self, r: &str, req: ConnectRequest, fs_path: String) -> Result<ConnectResponse, ApiError> {
         if req.cloud_service != "s3" && req.endpoint.is_none() {
             return Err(ApiError::bad_request(format!("cloud_service {} needs an endpoint", req.cloud_service)));
@@ -276,8 +286,48 @@ impl ServeBackend {
         )?;
         let store = self.with_faults(Store::open_s3(&o, self.rt.clone()).map_err(api_err)?);
         match store.probe() {
+            Err(Error::BucketNotFound { .. }) if req.create_if_not_found => {
+                let created = ccfs::bucket::create_s3_bucket(&o, &self.rt).map_err(api_err)?;
+                store.probe().map_err(api_err)?;
+                self.finish_connect(r, req, fs_path, store, o.url(), created)
+            }
+            Err(e) => Err(api_err(e)),
+            Ok(()) => self.finish_connect(r, req, fs_path, store, o.url(), false),
+        }
+    }
+
+    /// Connect a Google Cloud Storage bucket with a service-account key uploaded earlier through
+    /// `upload_google_json` and named by `gc_credentials_filename`.
+    fn connect_gcs(&self, r: &str, req: ConnectRequest, fs_path: String) -> Result<ConnectResponse, ApiError> {
+        let name = req.gc_credentials_filename.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::bad_request(
+                "cloud_service gcp needs gc_credentials_filename (upload the key with upload_google_json first)",
+            )
+        })?;
+        if !valid_credentials_name(name) {
+            return Err(ApiError::unprocessable(format!("gc_credentials_filename {name:?}: not a valid file name")));
+        }
+        if self.cfg.allowed_endpoints.is_some() {
+            return Err(ApiError::unprocessable(
+                "Google Cloud Storage is outside the endpoints this server may use (--allow-endpoint)",
+            ));
+        }
+        let path = self.cfg.state_dir.join("gc_credentials").join(name);
+        if !path.is_file() {
+            return Err(ApiError::unprocessable(format!(
+                "no uploaded credentials named {name:?}: upload them with upload_google_json"
+            )));
+        }
+        let o = ccfs::store::GcsOptions {
+            bucket: req.bucket_name.clone(),
+            credentials: Some(path),
+            base_url: None,
+            max_requests: None,
+        };
+        let store = self.with_faults(Store::open_gcs(&o, self.rt.clone()).map_err(api_err)?);
+        match store.probe() {
             Err(Error::BucketNotFound { .. }) if req.create_if_not_found => Err(ApiError::not_implemented(format!(
-                "bucket {} does not exist and this server cannot create cloud buckets yet: create it with your provider's tools",
+                "bucket {} does not exist and this server does not create Google Cloud Storage buckets: create it in the Google Cloud console",
                 req.bucket_name
             ))),
             Err(e) => Err(api_err(e)),
@@ -470,11 +520,7 @@ impl Backend for ServeBackend {
             "s3" | "s3_generic" | "swift" | "cleversafe" | "ecs" | "hyperstore" | "activescale" => {
                 return self.connect_s3(r, req, fs_path);
             }
-            "gcp" | "gc" => {
-                return Err(ApiError::not_implemented(
-                    "Google Cloud Storage is not supported by this server yet; use \"local\" or an S3 service",
-                ))
-            }
+            "gcp" | "gc" => return self.connect_gcs(r, req, fs_path),
             other => return Err(ApiError::unprocessable(format!("unknown cloud_service {other:?}"))),
         };
         let existed = dir.exists();
@@ -531,8 +577,15 @@ impl Backend for ServeBackend {
         }
         let repo = self.repo(&c)?;
         let threads = req.threads.unwrap_or(8) as usize;
-        // Cloud buckets are emptied but kept: ccfs does not delete them (yet).
-        let (keep, dir, is_local) = (req.keep_bucket, PathBuf::from(&c.store_url), c.cloud_service == "local");
+        let keep = req.keep_bucket;
+        // What deleting the bucket means for this service (GCS buckets are kept: ccfs does not
+        // manage them, and says so in the result).
+        let bucket = match c.cloud_service.as_str() {
+            "local" => Some(Ok(PathBuf::from(&c.store_url))),
+            "gcp" | "gc" => None,
+            _ => Some(Err(self.s3_options(&c.bucket_name, &c.endpoint, &c.region, &c.access_key, &c.secret_key)?)),
+        };
+        let rt = self.rt.clone();
         let (ops, r2) = (self.ops.clone(), r.to_string());
         let desc = format!(
             "Bucket clear: CCStore [{r}] bucket [{}]{}",
@@ -543,12 +596,24 @@ impl Backend for ServeBackend {
             .ops
             .start("bucket_clear", r, desc, req.progressrate, move |p, cancel| {
                 let n = ccfs::admin::clear_store(&repo, threads, p, cancel)?;
-                if !keep && is_local {
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(|e| ccfs::Error::Internal(format!("remove bucket {}: {e}", dir.display())))?;
-                }
+                let deleted = match (&bucket, keep) {
+                    (_, true) | (None, _) => false,
+                    (Some(Ok(dir)), false) => {
+                        std::fs::remove_dir_all(dir)
+                            .map_err(|e| ccfs::Error::Internal(format!("remove bucket {}: {e}", dir.display())))?;
+                        true
+                    }
+                    (Some(Err(o)), false) => {
+                        ccfs::bucket::delete_s3_bucket(o, &rt)?;
+                        true
+                    }
+                };
                 let _ = ops.db.lock().expect("db").conn_delete(&r2);
-                Ok(json!({"status": "OK", "deleted_objects": n, "bucket_deleted": !keep && is_local}))
+                let mut out = json!({"status": "OK", "deleted_objects": n, "bucket_deleted": deleted});
+                if !keep && bucket.is_none() {
+                    out["bucket_kept_reason"] = json!("ccfs does not delete Google Cloud Storage buckets");
+                }
+                Ok(out)
             })
             .map_err(db_err)?;
         self.repos.lock().expect("repos").remove(r);
@@ -631,11 +696,7 @@ impl Backend for ServeBackend {
             return Err(ApiError::unprocessable("content must be a JSON object (a service-account key)"));
         }
         let name = filename.map(str::to_string).unwrap_or_else(|| format!("credentials-{}.json", now_secs()));
-        let ok = !name.is_empty()
-            && name.len() <= 128
-            && !name.starts_with('.')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !ok {
+        if !valid_credentials_name(&name) {
             return Err(ApiError::unprocessable(format!(
                 "filename {name:?}: use letters, digits, '.', '_', '-', not starting with '.'"
             )));
