@@ -28,7 +28,7 @@ def fmt(x, unit=""):
 print(f"# ccfs benchmark {'(quick) ' if quick else ''}— {path.rsplit('/', 1)[-1][:-4]}\n")
 print(f"Dataset: {data_bytes} bytes ({data_bytes / 2**30:.3f} GiB), shared gen_dataset.py"
       f"{' minus large/rand_a.bin and large/text_b.txt' if quick else ''}. Medians of "
-      f"{max((len(v) for v in secs.values()), default=0)} iteration(s); page caches dropped before each timed phase.\n")
+      f"{max((len(secs[(t, 'backup_initial')]) for t in tools), default=0)} iteration(s); page caches dropped before each timed phase.\n")
 m = {p: med(secs[("machine", p)]) for p in ("sha256_1core", "zstd1_text_1core", "pagecache_read")}
 mb = lambda p: int(vals[("machine", p)][0].split("=")[1]) if vals[("machine", p)] else 0
 hash_limit = 2 * mb("sha256_1core") / m["sha256_1core"] / 1e6 if m["sha256_1core"] else None

@@ -845,23 +845,23 @@ fn human(n: u64) -> String {
 /// A spinner on stderr fed from the operation's counters (hidden when stderr is not a terminal
 /// or output is JSON).
 struct ProgressBar {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the spinner at once (not at its next tick).
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProgressBar {
     fn start(progress: Arc<Progress>, what: &'static str, json: bool) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let bar = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed_precise} {msg}")
                 .expect("valid template"),
         );
         bar.set_prefix(what);
-        let s = stop.clone();
         let thread = std::thread::spawn(move || {
             let fs = &progress.fs;
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
                 let secs = progress.elapsed_secs().max(0.001);
                 let read = get(&fs.fs_files_bytes_read);
                 let written = get(&fs.fs_files_bytes_written);
@@ -876,15 +876,20 @@ impl ProgressBar {
                     get(&fs.fs_files_skipped),
                 ));
                 bar.tick();
-                std::thread::sleep(Duration::from_millis(200));
+                if !matches!(
+                    stopped.recv_timeout(Duration::from_millis(200)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
             }
             bar.finish_and_clear();
         });
-        ProgressBar { stop, thread: Some(thread) }
+        ProgressBar { stop: Some(stop), thread: Some(thread) }
     }
 
     fn finish(mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

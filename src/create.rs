@@ -144,12 +144,47 @@ struct Ctx {
     cancel: CancellationToken,
     /// Hashing and compression of large files' blocks; never blocks on I/O.
     cpu: rayon::ThreadPool,
+    /// `lstat` of a directory's entries in parallel: on a cold cache each one waits for the
+    /// disk, and a scan of unchanged files is nothing but these waits.
+    stat: rayon::ThreadPool,
     new_blocks: std::sync::atomic::AtomicU64,
     new_block_bytes: std::sync::atomic::AtomicU64,
+    /// Bounds the large files read at once.
+    large_files: Gate,
     /// Reusable chunking buffers (one per running file job).
     buffers: Mutex<Vec<Vec<u8>>>,
     /// Tells garbage collection this create may still commit references to what it reads.
     lease: crate::lease::Lease,
+}
+
+/// A counting semaphore: at most `n` holders at once.
+struct Gate {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn new(n: usize) -> Gate {
+        Gate { free: Mutex::new(n.max(1)), freed: std::sync::Condvar::new() }
+    }
+
+    fn enter(&self) -> GateSlot<'_> {
+        let mut free = self.free.lock().expect("gate poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("gate poisoned");
+        }
+        *free -= 1;
+        GateSlot(self)
+    }
+}
+
+struct GateSlot<'a>(&'a Gate);
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("gate poisoned") += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Result of reading one file.
@@ -240,9 +275,15 @@ pub fn create_version(
             .thread_name(|i| format!("ccfs-cpu-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
+        stat: rayon::ThreadPoolBuilder::new()
+            .num_threads(STAT_THREADS)
+            .thread_name(|i| format!("ccfs-stat-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
         new_blocks: Default::default(),
         new_block_bytes: Default::default(),
         buffers: Mutex::new(Vec::new()),
+        large_files: Gate::new(cpus),
         repo: repo.clone(),
         lease,
     });
@@ -317,6 +358,8 @@ pub fn create_version(
 
 /// Kernel file timestamps are coarse (one clock tick); one second is a safe margin.
 const RACY_MARGIN_MICROS: u64 = 1_000_000;
+/// Threads that `lstat` directory entries in parallel.
+const STAT_THREADS: usize = 8;
 /// Packs being uploaded at once (each up to the pack size in memory).
 const MAX_UPLOADS: usize = 3;
 /// Files up to this size are read whole into an exact-size buffer.
@@ -524,6 +567,13 @@ impl Walker<'_> {
         self.send(Event::Leave)
     }
 
+    /// Whether an entry of the parent version changed long enough before the parent's scan
+    /// that an equal ctime now means nothing changed since (timestamps are coarse).
+    fn settled(&self, o: &Entry) -> bool {
+        let ctime_micros = (o.ctime.sec.max(0) as u64) * 1_000_000 + o.ctime.nsec as u64 / 1000;
+        ctime_micros < self.reuse_before
+    }
+
     fn parent_tree(&self, parent: Option<&Entry>) -> Result<Option<Arc<Tree>>> {
         match parent.and_then(|p| p.subtree.as_ref()) {
             Some(r) => self.ctx.repo.tree(r).map(Some),
@@ -540,12 +590,18 @@ impl Walker<'_> {
             }
         }
         names.sort();
-        for name in names {
+        let stat = |n: &Vec<u8>| std::fs::symlink_metadata(dir.join(OsStr::from_bytes(n)));
+        let stats: Vec<std::io::Result<std::fs::Metadata>> = if names.len() > 4 {
+            self.ctx.stat.install(|| names.par_iter().map(stat).collect())
+        } else {
+            names.iter().map(stat).collect()
+        };
+        for (name, md) in names.into_iter().zip(stats) {
             if self.ctx.cancel.is_cancelled() {
                 return Err(Error::Aborted);
             }
             let path = dir.join(OsStr::from_bytes(&name));
-            let md = match std::fs::symlink_metadata(&path) {
+            let md = match md {
                 Ok(md) => md,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.ctx.progress.skip(display(&path), "vanished during scan");
@@ -557,8 +613,12 @@ impl Walker<'_> {
                 }
             };
             let mut e = fsmeta::entry_from_metadata(&name, &md);
-            e.xattrs = fsmeta::read_xattrs(&path);
             let old = parent.as_ref().and_then(|t| t.find(&name)).filter(|o| o.kind == e.kind);
+            // Setting an xattr changes the ctime: same inode and settled ctime, same xattrs.
+            e.xattrs = match old {
+                Some(o) if self.settled(o) && o.inode == e.inode && o.ctime == e.ctime => o.xattrs.clone(),
+                _ => fsmeta::read_xattrs(&path),
+            };
             match e.kind {
                 EntryKind::Dir => {
                     let listing = match std::fs::read_dir(&path) {
@@ -598,9 +658,7 @@ impl Walker<'_> {
             }
         }
         if let Some(o) = old {
-            let ctime_micros = (o.ctime.sec.max(0) as u64) * 1_000_000 + o.ctime.nsec as u64 / 1000;
-            let settled = ctime_micros < self.reuse_before;
-            if settled && o.size == e.size && o.mtime == e.mtime && o.ctime == e.ctime && o.inode == e.inode {
+            if self.settled(o) && o.size == e.size && o.mtime == e.mtime && o.ctime == e.ctime && o.inode == e.inode {
                 e.content = o.content.clone();
                 add(&self.ctx.progress.fs.fs_files_dedup, 1);
                 return self.send(Event::Leaf(e));
@@ -647,6 +705,9 @@ fn read_file(ctx: &Ctx, path: &Path) -> Result<FileResult, JobError> {
     if !sparse && size <= SMALL_FILE {
         return read_small(ctx, file);
     }
+    // Large files are hashed and compressed on the CPU pool anyway: reading more of them at
+    // once than there are CPUs only holds more 4 MiB buffers.
+    let _slot = ctx.large_files.enter();
     let extents = if sparse { fsmeta::data_extents(&file, size) } else { None };
     let extents = extents.unwrap_or_else(|| vec![(0, u64::MAX)]);
     let mut pieces = Vec::new();

@@ -306,6 +306,22 @@ impl Inventory {
         Ok(())
     }
 
+    /// Record packs this gc wrote (and the index naming them) without listing the store again.
+    pub fn add_written(&mut self, index: &IndexFile, index_path: &str) {
+        let now = now_micros();
+        for b in &index.blobs {
+            let info = self.packs.entry(b.loc.pack).or_insert_with(|| PackInfo {
+                kind: b.kind,
+                size: 0,
+                modified_micros: now,
+                blobs: Some(Vec::new()),
+            });
+            info.size += b.loc.len as u64;
+            info.blobs.get_or_insert_with(Vec::new).push(*b);
+        }
+        self.indexes.push(index_path.to_string());
+    }
+
     /// Stored bytes of a tree, when its pack is held.
     fn tree_stored(&self, r: &TreeRef) -> Option<&[u8]> {
         let b = self.tree_bytes.get(&r.loc.pack)?;
@@ -598,7 +614,7 @@ pub fn run(repo: &Repo, opts: &GcOptions, progress: Arc<Progress>, cancel: Cance
             // The copies must be findable before their originals are condemned.
             let path = format!("index/gc-{}-{}", now_micros(), uuid::Uuid::new_v4().simple());
             repo.store().put(&path, Bytes::from(codec::encode_object(ObjectKind::Index, &index)))?;
-            inv.refresh(&repo, threads)?;
+            inv.add_written(&index, &path);
         }
         condemn.extend(done);
     }
@@ -686,7 +702,9 @@ fn sweep(
         return Ok(false);
     }
     // Every create that could have used a condemned pack is done: look at the versions now.
-    inv.refresh(repo, threads)?;
+    // The pack inventory need not be listed again: only gc deletes packs (one gc at a time), and
+    // packs that appeared since can only be extra copies, which the sweep may ignore (it then
+    // keeps more).
     let versions = repo.versions(None)?;
     marker.mark(repo, inv, &versions, threads)?;
     let condemned: HashSet<PackId> = rec.condemned.iter().map(|c| c.pack).collect();

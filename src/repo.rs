@@ -405,8 +405,8 @@ impl Repo {
         Ok(Bytes::from(raw))
     }
 
-    /// Decode, verify and cache a tree from its stored bytes (read by the caller, e.g. as part
-    /// of a whole tree pack).
+    /// Decode and verify a tree from its stored bytes (read by the caller as part of a whole
+    /// tree pack). Not cached: the walks that use this (gc, check) visit each tree once.
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the pack and tree.
@@ -416,9 +416,7 @@ impl Repo {
         }
         let raw = Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?;
         let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
-        let tree: Arc<Tree> = Arc::new(codec::decode_raw(&raw, &what)?);
-        self.trees.insert(r.id, tree.clone());
-        Ok(tree)
+        Ok(Arc::new(codec::decode_raw(&raw, &what)?))
     }
 
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {

@@ -18,6 +18,20 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::progress::{add, Progress};
 
+/// HTTP client settings of cloud stores: fail fast on a dead endpoint (a few retries, not
+/// minutes of them; 5 s to connect), plain HTTP only for an explicit `http://` endpoint.
+fn client_settings(endpoint: Option<&str>) -> (object_store::RetryConfig, object_store::ClientOptions) {
+    let retry = object_store::RetryConfig {
+        max_retries: 4,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    };
+    let options = object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")));
+    (retry, options)
+}
+
 /// Attempts of a request that fails with a transient error (after the client's own retries).
 const ATTEMPTS: u32 = 4;
 
@@ -157,61 +171,37 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::Local(path));
         }
-        if url.starts_with("s3://") {
+        if let Some(scheme) = ["s3", "gs"].into_iter().find(|s| url.starts_with(&format!("{s}://"))) {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-            let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("s3:// URLs need a bucket"))?;
+            let bucket = parsed
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad(&format!("{scheme}:// URLs need a bucket")))?
+                .to_string();
             if !matches!(parsed.path(), "" | "/") {
-                return Err(bad("s3:// URLs name a whole bucket (no path)"));
+                return Err(bad(&format!("{scheme}:// URLs name a whole bucket (no path)")));
             }
-            let mut o = S3Options { bucket: bucket.to_string(), ..Default::default() };
+            let mut s3 = S3Options { bucket: bucket.clone(), ..Default::default() };
+            let mut gs = GcsOptions { bucket, ..Default::default() };
             for (k, v) in parsed.query_pairs() {
-                match k.as_ref() {
-                    "endpoint" => o.endpoint = Some(v.into_owned()),
-                    "region" => o.region = Some(v.into_owned()),
-                    "max_requests" => {
-                        o.max_requests = Some(
-                            v.parse()
-                                .ok()
-                                .filter(|n| (1..=1024).contains(n))
-                                .ok_or_else(|| bad("max_requests: 1 to 1024"))?,
-                        )
+                let v = v.into_owned();
+                match (scheme, k.as_ref()) {
+                    (_, "max_requests") => {
+                        let n = v.parse().ok().filter(|n| (1..=1024).contains(n));
+                        let n = n.ok_or_else(|| bad("max_requests: 1 to 1024"))?;
+                        (s3.max_requests, gs.max_requests) = (Some(n), Some(n));
                     }
-                    other => {
-                        return Err(bad(&format!(
-                            "unknown s3 URL parameter {other:?} (endpoint, region, max_requests)"
-                        )))
+                    ("s3", "endpoint") => s3.endpoint = Some(v),
+                    ("s3", "region") => s3.region = Some(v),
+                    ("gs", "credentials") => gs.credentials = Some(PathBuf::from(v)),
+                    ("gs", "base_url") => gs.base_url = Some(v),
+                    (_, other) => {
+                        let known = if scheme == "s3" { "endpoint, region" } else { "credentials, base_url" };
+                        return Err(bad(&format!("unknown {scheme} URL parameter {other:?} ({known}, max_requests)")));
                     }
                 }
             }
-            return Ok(StoreLocation::S3(o));
-        }
-        if url.starts_with("gs://") {
-            let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-            let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("gs:// URLs need a bucket"))?;
-            if !matches!(parsed.path(), "" | "/") {
-                return Err(bad("gs:// URLs name a whole bucket (no path)"));
-            }
-            let mut o = GcsOptions { bucket: bucket.to_string(), ..Default::default() };
-            for (k, v) in parsed.query_pairs() {
-                match k.as_ref() {
-                    "credentials" => o.credentials = Some(PathBuf::from(v.into_owned())),
-                    "base_url" => o.base_url = Some(v.into_owned()),
-                    "max_requests" => {
-                        o.max_requests = Some(
-                            v.parse()
-                                .ok()
-                                .filter(|n| (1..=1024).contains(n))
-                                .ok_or_else(|| bad("max_requests: 1 to 1024"))?,
-                        )
-                    }
-                    other => {
-                        return Err(bad(&format!(
-                            "unknown gs URL parameter {other:?} (credentials, base_url, max_requests)"
-                        )))
-                    }
-                }
-            }
-            return Ok(StoreLocation::Gcs(o));
+            return Ok(if scheme == "s3" { StoreLocation::S3(s3) } else { StoreLocation::Gcs(gs) });
         }
         if let Some((scheme, _)) = url.split_once("://") {
             return Err(bad(&format!(
@@ -261,15 +251,8 @@ impl Store {
     /// [`Error::InvalidStoreUrl`] when the options do not make a client.
     pub fn open_s3(o: &S3Options, rt: Handle) -> Result<Store> {
         let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&o.bucket);
-        // Fail fast on a dead endpoint: a few retries, not minutes of them.
-        let retry = object_store::RetryConfig {
-            max_retries: 4,
-            retry_timeout: std::time::Duration::from_secs(30),
-            ..Default::default()
-        };
-        let mut options = object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+        let (retry, options) = client_settings(o.endpoint.as_deref());
         if let Some(e) = &o.endpoint {
-            options = options.with_allow_http(e.starts_with("http://"));
             b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
         }
         b = b.with_retry(retry).with_client_options(options);
@@ -311,14 +294,7 @@ impl Store {
         if let Some(u) = &o.base_url {
             b = b.with_base_url(u);
         }
-        let retry = object_store::RetryConfig {
-            max_retries: 4,
-            retry_timeout: std::time::Duration::from_secs(30),
-            ..Default::default()
-        };
-        let options = object_store::ClientOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_allow_http(o.base_url.as_deref().is_some_and(|u| u.starts_with("http://")));
+        let (retry, options) = client_settings(o.base_url.as_deref());
         let gcs = b.with_retry(retry).with_client_options(options).build().map_err(|e| bad(e.to_string()))?;
         let limited = object_store::limit::LimitStore::new(gcs, o.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS));
         Ok(Store::new(Arc::new(limited), &o.url(), &o.bucket, rt))
