@@ -582,6 +582,16 @@ impl Walker<'_> {
     }
 
     fn walk_dir(&mut self, dir: &Path, entries: std::fs::ReadDir, parent: Option<Arc<Tree>>) -> Result<()> {
+        // The parent's sub-directory trees are needed one after another as the walk goes down:
+        // fetch them in the background now (into the tree cache) instead of one at a time then.
+        for r in parent.iter().flat_map(|t| t.entries.iter().filter_map(|e| e.subtree)) {
+            if !self.ctx.repo.has_cached_tree(&r.id) {
+                let repo = self.ctx.repo.clone();
+                self.ctx.stat.spawn(move || {
+                    let _ = repo.tree(&r);
+                });
+            }
+        }
         let mut names: Vec<Vec<u8>> = Vec::new();
         for ent in entries {
             match ent {

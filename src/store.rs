@@ -99,14 +99,7 @@ impl GcsOptions {
         if let Some(b) = &self.base_url {
             q.push(format!("base_url={b}"));
         }
-        if let Some(n) = self.max_requests {
-            q.push(format!("max_requests={n}"));
-        }
-        if q.is_empty() {
-            format!("gs://{}", self.bucket)
-        } else {
-            format!("gs://{}?{}", self.bucket, q.join("&"))
-        }
+        bucket_url("gs", &self.bucket, q, self.max_requests)
     }
 }
 
@@ -121,6 +114,18 @@ pub struct S3Options {
     pub secret_key: Option<String>,
     /// Requests in flight to this store at most (default [`DEFAULT_MAX_REQUESTS`]).
     pub max_requests: Option<usize>,
+}
+
+/// `<scheme>://<bucket>[?<params>&max_requests=N]`.
+fn bucket_url(scheme: &str, bucket: &str, mut params: Vec<String>, max_requests: Option<usize>) -> String {
+    if let Some(n) = max_requests {
+        params.push(format!("max_requests={n}"));
+    }
+    if params.is_empty() {
+        format!("{scheme}://{bucket}")
+    } else {
+        format!("{scheme}://{bucket}?{}", params.join("&"))
+    }
 }
 
 /// Default bound on concurrent requests to one cloud store (all operations of a process).
@@ -139,14 +144,7 @@ impl S3Options {
         if let Some(r) = &self.region {
             q.push(format!("region={r}"));
         }
-        if let Some(n) = self.max_requests {
-            q.push(format!("max_requests={n}"));
-        }
-        if q.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}?{}", self.bucket, q.join("&"))
-        }
+        bucket_url("s3", &self.bucket, q, self.max_requests)
     }
 }
 
