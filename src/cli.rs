@@ -767,7 +767,7 @@ fn print_gc(r: &ccfs::gc::GcReport, progress: &Progress) {
         human(r.bytes_before)
     );
     println!(
-        "  deleted {} packs ({}); repacked {} packs ({} blobs, {} written); {} young packs kept",
+        "  deleted {} packs ({}); repacked {} packs ({} blobs, {} written); {} packs younger than --grace kept",
         r.packs_deleted,
         human(r.bytes_deleted),
         r.packs_repacked,
