@@ -152,7 +152,7 @@ pub fn check(
             chosen.shuffle(&mut rand::rng());
             chosen.truncate(want);
         }
-        let results = par_map(&chosen, threads.min(4), |(id, blobs)| -> Result<(u64, Vec<Fault2>)> {
+        let results = par_map(&chosen, threads.min(4), |(id, blobs)| -> Result<(u64, Vec<BlobFault>)> {
             if cancel.is_cancelled() {
                 return Err(Error::Aborted);
             }
@@ -186,7 +186,7 @@ pub fn check(
         inv: &inv,
         at: &at,
         faults: &faults,
-        bad_trees: HashMap::new(),
+        memo: HashMap::new(),
         trees: 0,
         blocks: HashSet::new(),
     };
@@ -239,7 +239,7 @@ pub fn check(
         .filter(|(id, p)| {
             p.blobs
                 .as_ref()
-                .is_some_and(|bl| bl.iter().all(|b| !live.contains(&b.id) && !walk.bad_trees.contains_key(&b.id)))
+                .is_some_and(|bl| bl.iter().all(|b| !live.contains(&b.id) && !walk.memo.contains_key(&b.id)))
                 && !inv.unreadable.contains_key(id)
         })
         .count() as u64;
@@ -248,7 +248,8 @@ pub fn check(
     Ok(report)
 }
 
-type Fault2 = ([u8; 32], Fault);
+/// A blob that failed verification, with why.
+type BlobFault = ([u8; 32], Fault);
 
 fn problem(kind: &str, object: String, detail: String) -> Problem {
     Problem { kind: kind.into(), object, detail, versions: vec![], files: vec![], more_files: 0 }
@@ -256,7 +257,7 @@ fn problem(kind: &str, object: String, detail: String) -> Problem {
 
 fn verify(kind: PackKind, id: &PackId, b: &BlobEntry, bytes: &[u8]) -> Option<Fault> {
     let object = format!("{} {} {}", pack_path(kind, id), kind_name(kind), hex::encode(b.id));
-    match bytes.get(b.loc.offset as usize..b.loc.offset as usize + b.loc.len as usize) {
+    match pack::blob_bytes(bytes, &b.loc) {
         None => Some(Fault { kind: "corrupt_blob", object, detail: "lies beyond the end of the pack".into() }),
         Some(s) => Repo::verify_stored(kind, b, s).err().map(|e| Fault {
             kind: "corrupt_blob",
@@ -302,8 +303,8 @@ struct Walk<'a> {
     inv: &'a Inventory,
     at: &'a HashMap<[u8; 32], Vec<(PackId, BlobEntry)>>,
     faults: &'a HashMap<[u8; 32], Fault>,
-    /// Trees known to contain a problem (value) or not; keyed by tree id.
-    bad_trees: HashMap<[u8; 32], bool>,
+    /// Every tree visited, by id, with whether anything under it cannot be read (memo).
+    memo: HashMap<[u8; 32], bool>,
     trees: u64,
     /// Every referenced block id.
     blocks: HashSet<[u8; 32]>,
@@ -338,28 +339,16 @@ impl Walk<'_> {
         }
     }
 
-    fn load(&self, r: &TreeRef) -> Result<Arc<crate::format::Tree>> {
-        let stored = self
-            .inv
-            .tree_bytes
-            .get(&r.loc.pack)
-            .and_then(|b| b.get(r.loc.offset as usize..r.loc.offset as usize + r.loc.len as usize));
-        match stored {
-            Some(s) => self.repo.tree_from_stored(r, s),
-            None => self.repo.tree(r),
-        }
-    }
-
     /// Whether anything under this tree cannot be read (memoized by tree id).
     fn tree_bad(&mut self, r: &TreeRef) -> bool {
-        if let Some(b) = self.bad_trees.get(&r.id.0) {
+        if let Some(b) = self.memo.get(&r.id.0) {
             return *b;
         }
         self.trees += 1;
         let bad = if self.fault(PackKind::Tree, &r.id.0, &r.loc).is_some() {
             true
         } else {
-            match self.load(r) {
+            match self.inv.tree(self.repo, r) {
                 Err(_) => true,
                 Ok(t) => {
                     let mut bad = false;
@@ -378,7 +367,7 @@ impl Walk<'_> {
                 }
             }
         };
-        self.bad_trees.insert(r.id.0, bad);
+        self.memo.insert(r.id.0, bad);
         bad
     }
 
@@ -388,7 +377,7 @@ impl Walk<'_> {
             out.push((path, f));
             return;
         }
-        let t = match self.load(r) {
+        let t = match self.inv.tree(self.repo, r) {
             Ok(t) => t,
             Err(e) => {
                 let object = format!("{} tree {}", pack_path(PackKind::Tree, &r.loc.pack), r.id);
@@ -415,7 +404,7 @@ impl Walk<'_> {
                 }
             }
             if let Some(s) = &e.subtree {
-                if self.bad_trees.get(&s.id.0).copied().unwrap_or(true) {
+                if self.memo.get(&s.id.0).copied().unwrap_or(true) {
                     self.collect(s, p, out);
                 }
             }

@@ -425,10 +425,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
                 lease_ttl: Duration::from_secs(cli.lease_ttl),
                 dry_run,
             };
-            let progress = Arc::new(Progress::new());
-            let bar = ProgressBar::start(progress.clone(), "gc", json);
-            let res = ccfs::gc::run(&repo, &opts, progress.clone(), cancel);
-            bar.finish();
+            let (res, progress) = with_spinner("gc", json, |p| ccfs::gc::run(&repo, &opts, p, cancel));
             let r = res?;
             if json {
                 println!(
@@ -450,10 +447,7 @@ fn dispatch(cli: Cli, rt: tokio::runtime::Handle, cancel: CancellationToken) -> 
             }
             let repo = open_repo(&url, rt)?;
             let opts = ccfs::check::CheckOptions { read_data_percent: read_data, threads };
-            let progress = Arc::new(Progress::new());
-            let bar = ProgressBar::start(progress.clone(), "check", json);
-            let res = ccfs::check::check(&repo, &opts, progress.clone(), cancel);
-            bar.finish();
+            let (res, _) = with_spinner("check", json, |p| ccfs::check::check(&repo, &opts, p, cancel));
             let r = res?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&json!({"status": "OK", "check": r}))?);
@@ -578,10 +572,7 @@ fn version_cmd(
                 None => None,
             };
             let opts = ccfs::CreateOptions { branch, parent, no_parent, desc, threads, lease_ttl };
-            let progress = Arc::new(Progress::new());
-            let bar = ProgressBar::start(progress.clone(), "create", json);
-            let res = ccfs::create_version(&repo, &src, &opts, progress.clone(), cancel);
-            bar.finish();
+            let (res, progress) = with_spinner("create", json, |p| ccfs::create_version(&repo, &src, &opts, p, cancel));
             let out = res?;
             let st = &out.stats;
             if json {
@@ -694,10 +685,7 @@ fn version_cmd(
             };
             let m = repo.resolve(&version, &branch)?;
             let v = Version::new(repo, m);
-            let progress = Arc::new(Progress::new());
-            let bar = ProgressBar::start(progress.clone(), "checkout", json);
-            let res = ccfs::checkout(&v, &to, &opts, progress.clone(), cancel);
-            bar.finish();
+            let (res, progress) = with_spinner("checkout", json, |p| ccfs::checkout(&v, &to, &opts, p, cancel));
             let out = res?;
             if json {
                 println!(
@@ -840,6 +828,19 @@ fn print_check(r: &ccfs::check::CheckReport) {
 
 fn human(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+/// Run an operation with a fresh progress and a spinner drawn from it while it runs.
+fn with_spinner<T>(
+    what: &'static str,
+    json: bool,
+    op: impl FnOnce(Arc<Progress>) -> ccfs::Result<T>,
+) -> (ccfs::Result<T>, Arc<Progress>) {
+    let progress = Arc::new(Progress::new());
+    let bar = ProgressBar::start(progress.clone(), what, json);
+    let res = op(progress.clone());
+    bar.finish();
+    (res, progress)
 }
 
 /// A spinner on stderr fed from the operation's counters (hidden when stderr is not a terminal

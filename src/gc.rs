@@ -203,35 +203,22 @@ pub(crate) struct Inventory {
 }
 
 impl Inventory {
+    /// List every pack and index and learn each pack's contents: from the indexes, else from
+    /// its trailer; tree packs are read whole.
     pub fn build(repo: &Repo, threads: usize) -> Result<Inventory> {
-        let mut inv = Inventory::default();
-        inv.refresh(repo, threads)?;
-        Ok(inv)
-    }
-
-    /// List packs and indexes again: forget packs that are gone, learn the contents of new ones.
-    pub fn refresh(&mut self, repo: &Repo, threads: usize) -> Result<()> {
         let store = repo.store();
-        let index_paths: Vec<String> = store.list("index")?.into_iter().map(|m| m.location.to_string()).collect();
-        let mut listed: BTreeMap<PackId, PackInfo> = BTreeMap::new();
+        let mut inv = Inventory {
+            indexes: store.list("index")?.into_iter().map(|m| m.location.to_string()).collect(),
+            ..Inventory::default()
+        };
         for kind in [PackKind::Data, PackKind::Tree] {
             for meta in store.list(&format!("packs/{}", kind.dir()))? {
                 let Some(Ok(id)) = meta.location.filename().map(|n| n.parse::<PackId>()) else { continue };
                 let modified_micros = meta.last_modified.timestamp_micros().max(0) as u64;
-                listed.insert(id, PackInfo { kind, size: meta.size, modified_micros, blobs: None });
+                inv.packs.insert(id, PackInfo { kind, size: meta.size, modified_micros, blobs: None });
             }
         }
-        // Keep what is already known of packs that still exist.
-        for (id, info) in &mut listed {
-            if let Some(old) = self.packs.get(id) {
-                info.blobs = old.blobs.clone();
-            }
-        }
-        self.tree_bytes.retain(|id, _| listed.contains_key(id));
-        self.unreadable.retain(|id, _| listed.contains_key(id));
-        // Contents from the indexes not read before.
-        let new_indexes: Vec<String> = index_paths.iter().filter(|p| !self.indexes.contains(p)).cloned().collect();
-        let read = par_map(&new_indexes, threads, |path| -> Result<Option<IndexFile>> {
+        let read = par_map(&inv.indexes, threads, |path| -> Result<Option<IndexFile>> {
             match store.get(path)? {
                 None => Ok(None),
                 Some(raw) => codec::decode_object(ObjectKind::Index, &raw, path).map(Some),
@@ -244,21 +231,15 @@ impl Inventory {
             }
         }
         for (id, mut blobs) in from_index {
-            if let Some(info) = listed.get_mut(&id) {
-                if info.blobs.is_none() {
-                    blobs.sort_by_key(|b| b.loc.offset);
-                    blobs.dedup_by_key(|b| b.loc.offset);
-                    info.blobs = Some(blobs);
-                }
+            if let Some(info) = inv.packs.get_mut(&id) {
+                blobs.sort_by_key(|b| b.loc.offset);
+                blobs.dedup_by_key(|b| b.loc.offset);
+                info.blobs = Some(blobs);
             }
         }
-        self.indexes = index_paths;
         // Tree packs are read whole; data packs without an index entry by their trailer.
-        let trees: Vec<PackId> = listed
-            .iter()
-            .filter(|(id, i)| i.kind == PackKind::Tree && !self.tree_bytes.contains_key(id))
-            .map(|(id, _)| *id)
-            .collect();
+        let trees: Vec<PackId> =
+            inv.packs.iter().filter(|(_, i)| i.kind == PackKind::Tree).map(|(id, _)| *id).collect();
         let got = par_map(&trees, threads, |id| -> Result<Option<(Bytes, Option<Vec<BlobEntry>>)>> {
             let path = pack_path(PackKind::Tree, id);
             let Some(bytes) = store.get(&path)? else { return Ok(None) };
@@ -266,44 +247,41 @@ impl Inventory {
             Ok(Some((bytes, trailer)))
         });
         for (id, r) in trees.iter().zip(got) {
-            match r? {
-                None => {
-                    listed.remove(id);
-                }
-                Some((bytes, trailer)) => {
-                    let info = listed.get_mut(id).expect("listed above");
-                    if info.blobs.is_none() {
-                        match trailer {
-                            Some(t) => info.blobs = Some(t),
-                            None => {
-                                self.unreadable.insert(*id, "tree pack without a readable trailer".into());
-                            }
-                        }
+            let Some((bytes, trailer)) = r? else {
+                inv.packs.remove(id); // deleted since the listing
+                continue;
+            };
+            let info = inv.packs.get_mut(id).expect("listed above");
+            if info.blobs.is_none() {
+                match trailer {
+                    Some(t) => info.blobs = Some(t),
+                    None => {
+                        inv.unreadable.insert(*id, "tree pack without a readable trailer".into());
                     }
-                    self.tree_bytes.insert(*id, bytes);
                 }
             }
+            inv.tree_bytes.insert(*id, bytes);
         }
-        let data: Vec<PackId> = listed
+        let data: Vec<PackId> = inv
+            .packs
             .iter()
-            .filter(|(id, i)| i.blobs.is_none() && i.kind == PackKind::Data && !self.unreadable.contains_key(id))
+            .filter(|(_, i)| i.blobs.is_none() && i.kind == PackKind::Data)
             .map(|(id, _)| *id)
             .collect();
         let got = par_map(&data, threads, |id| pack::read_trailer(store, PackKind::Data, id));
         for (id, r) in data.iter().zip(got) {
             match r {
-                Ok(t) => listed.get_mut(id).expect("listed above").blobs = Some(t.blobs),
+                Ok(t) => inv.packs.get_mut(id).expect("listed above").blobs = Some(t.blobs),
                 Err(Error::Store { source: object_store::Error::NotFound { .. }, .. }) => {
-                    listed.remove(id);
+                    inv.packs.remove(id);
                 }
                 Err(e) => {
                     tracing::warn!(pack = %id, error = %e, "pack contents unknown; it is kept");
-                    self.unreadable.insert(*id, e.to_string());
+                    inv.unreadable.insert(*id, e.to_string());
                 }
             }
         }
-        self.packs = listed;
-        Ok(())
+        Ok(inv)
     }
 
     /// Record packs this gc wrote (and the index naming them) without listing the store again.
@@ -322,10 +300,13 @@ impl Inventory {
         self.indexes.push(index_path.to_string());
     }
 
-    /// Stored bytes of a tree, when its pack is held.
-    fn tree_stored(&self, r: &TreeRef) -> Option<&[u8]> {
-        let b = self.tree_bytes.get(&r.loc.pack)?;
-        b.get(r.loc.offset as usize..r.loc.offset as usize + r.loc.len as usize)
+    /// A tree, decoded from its held pack when there is one, else read from the store (its
+    /// pack was not listed, or was repacked away).
+    pub fn tree(&self, repo: &Repo, r: &TreeRef) -> Result<Arc<crate::format::Tree>> {
+        match self.tree_bytes.get(&r.loc.pack).and_then(|b| pack::blob_bytes(b, &r.loc)) {
+            Some(stored) => repo.tree_from_stored(r, stored),
+            None => repo.tree(r),
+        }
     }
 }
 
@@ -347,10 +328,7 @@ impl Marker {
             }
         }
         while !frontier.is_empty() {
-            let trees = par_map(&frontier, threads, |(r, _)| match inv.tree_stored(r) {
-                Some(stored) => repo.tree_from_stored(r, stored),
-                None => repo.tree(r),
-            });
+            let trees = par_map(&frontier, threads, |(r, _)| inv.tree(repo, r));
             let mut next = Vec::new();
             for ((_, v), t) in frontier.iter().zip(trees) {
                 let t = t.map_err(|e| {
@@ -468,8 +446,7 @@ fn repack(
         let writer = if kind == PackKind::Tree { &trees } else { &data };
         let mut all_ok = true;
         for b in owned {
-            let stored = bytes.get(b.loc.offset as usize..b.loc.offset as usize + b.loc.len as usize);
-            match stored.map(|s| Repo::verify_stored(kind, b, s).map(|()| s)) {
+            match pack::blob_bytes(&bytes, &b.loc).map(|s| Repo::verify_stored(kind, b, s).map(|()| s)) {
                 Some(Ok(s)) => {
                     writer.add(b.id, b.raw_len, b.loc.codec, s)?;
                 }
@@ -569,22 +546,28 @@ pub fn run(repo: &Repo, opts: &GcOptions, progress: Arc<Progress>, cancel: Cance
 
     // Sweeps of earlier runs first. A pack condemned by another record is never counted as
     // the copy that lets a condemned pack go.
-    let mut pending: Vec<GcRecord> = Vec::new();
+    // Records whose sweep waits, with the leases it waits for (none listed in a dry run).
+    let mut pending: Vec<(GcRecord, Vec<String>)> = Vec::new();
     let earlier = records(repo.store())?;
     for (i, rec) in earlier.iter().enumerate() {
         if opts.dry_run {
-            pending.push(rec.clone());
+            pending.push((rec.clone(), Vec::new()));
             continue;
         }
-        let others: HashSet<PackId> =
-            pending.iter().chain(&earlier[i + 1..]).flat_map(|r| r.condemned.iter().map(|c| c.pack)).collect();
-        if !sweep(&repo, rec, &mut inv, &mut marker, &others, threads, lease.as_ref(), &mut report)? {
-            pending.push(rec.clone());
+        let others: HashSet<PackId> = pending
+            .iter()
+            .map(|(r, _)| r)
+            .chain(&earlier[i + 1..])
+            .flat_map(|r| r.condemned.iter().map(|c| c.pack))
+            .collect();
+        if let Some(waiting) = sweep(&repo, rec, &mut inv, &mut marker, &others, threads, lease.as_ref(), &mut report)?
+        {
+            pending.push((rec.clone(), waiting));
         }
         check_cancel()?;
     }
 
-    let excluded: HashSet<PackId> = pending.iter().flat_map(|r| r.condemned.iter().map(|c| c.pack)).collect();
+    let excluded: HashSet<PackId> = pending.iter().flat_map(|(r, _)| r.condemned.iter().map(|c| c.pack)).collect();
     let plan = plan(&inv, &marker.live, &excluded, opts);
     report.live_blobs = marker.live.len() as u64;
     report.packs_young = plan.young;
@@ -599,10 +582,7 @@ pub fn run(repo: &Repo, opts: &GcOptions, progress: Arc<Progress>, cancel: Cance
         report.blobs_repacked = plan.repack.iter().map(|(_, b)| b.len() as u64).sum();
         report.bytes_deleted =
             plan.condemn.iter().chain(plan.repack.iter().map(|(id, _)| id)).map(|id| inv.packs[id].size).sum();
-        report.pending = pending
-            .iter()
-            .map(|r| PendingSweep { record: r.id.clone(), packs: r.condemned.len() as u64, waiting_for: vec![] })
-            .collect();
+        report.pending = pending_report(pending);
         return Ok(report);
     }
 
@@ -635,9 +615,10 @@ pub fn run(repo: &Repo, opts: &GcOptions, progress: Arc<Progress>, cancel: Cance
         rec.waits_for = Some(lease::live_ids(repo.store(), LeaseKind::Create)?);
         repo.store().put(&path, Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes")))?;
         report.packs_condemned = rec.condemned.len() as u64;
-        let others = excluded.clone();
-        if !sweep(&repo, &rec, &mut inv, &mut marker, &others, threads, lease.as_ref(), &mut report)? {
-            pending.push(rec);
+        if let Some(waiting) =
+            sweep(&repo, &rec, &mut inv, &mut marker, &excluded, threads, lease.as_ref(), &mut report)?
+        {
+            pending.push((rec, waiting));
         }
     } else if inv.indexes.len() > 1 && pending.is_empty() {
         // Nothing to delete, but many small indexes: merge them (creates load them all).
@@ -645,16 +626,16 @@ pub fn run(repo: &Repo, opts: &GcOptions, progress: Arc<Progress>, cancel: Cance
     }
 
     report.stats_deleted += delete_stats_of_deleted(&repo, &versions)?;
-    report.pending = pending
-        .iter()
-        .map(|r| PendingSweep {
-            record: r.id.clone(),
-            packs: r.condemned.len() as u64,
-            waiting_for: waiting_for(&repo, r).unwrap_or_default(),
-        })
-        .collect();
+    report.pending = pending_report(pending);
     drop(lease);
     Ok(report)
+}
+
+fn pending_report(pending: Vec<(GcRecord, Vec<String>)>) -> Vec<PendingSweep> {
+    pending
+        .into_iter()
+        .map(|(r, waiting_for)| PendingSweep { record: r.id, packs: r.condemned.len() as u64, waiting_for })
+        .collect()
 }
 
 /// Delete leases that no longer count (their process was killed): they only clutter listings.
@@ -686,7 +667,7 @@ fn waiting_for(repo: &Repo, rec: &GcRecord) -> Result<Vec<String>> {
     }
 }
 
-/// Phase 2 for one record. Returns `false` when it must wait for creates.
+/// Phase 2 for one record. Returns the leases it must wait for, if any (then nothing is done).
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     repo: &Repo,
@@ -697,9 +678,10 @@ fn sweep(
     threads: usize,
     lease: Option<&Lease>,
     report: &mut GcReport,
-) -> Result<bool> {
-    if !waiting_for(repo, rec)?.is_empty() {
-        return Ok(false);
+) -> Result<Option<Vec<String>>> {
+    let waiting = waiting_for(repo, rec)?;
+    if !waiting.is_empty() {
+        return Ok(Some(waiting));
     }
     // Every create that could have used a condemned pack is done: look at the versions now.
     // The pack inventory need not be listed again: only gc deletes packs (one gc at a time), and
@@ -749,7 +731,7 @@ fn sweep(
     consolidate(repo, inv, threads, report)?;
     store.delete(&record_path(&rec.id))?;
     report.sweeps_completed += 1;
-    Ok(true)
+    Ok(None)
 }
 
 /// Write one index of every pack whose contents are known, then delete the indexes it replaces.

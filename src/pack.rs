@@ -76,6 +76,11 @@ pub fn decode_blob(codec: Codec, stored: &[u8], raw_len: u32, what: &dyn Fn() ->
     Ok(out)
 }
 
+/// The stored bytes of the blob at `loc` in a pack held whole; `None` when the pack is shorter.
+pub fn blob_bytes<'a>(pack: &'a [u8], loc: &Loc) -> Option<&'a [u8]> {
+    pack.get(loc.offset as usize..loc.offset as usize + loc.len as usize)
+}
+
 /// Encode a pack trailer: `zstd(bincode(trailer)) ‖ u32 LE length ‖ PACK_MAGIC`.
 pub fn encode_trailer(trailer: &PackTrailer) -> Vec<u8> {
     let raw = codec::encode_raw(trailer);
