@@ -151,7 +151,7 @@ fn dir_listing(c: &mut Criterion) {
     let repo = ccfs::Repo::open(store).unwrap();
     let out = ccfs::create_version(
         &repo,
-        &tmp.path().join("src"),
+        std::sync::Arc::new(ccfs::source::LocalSource::new(tmp.path().join("src"))),
         &Default::default(),
         Arc::new(ccfs::Progress::new()),
         ccfs::CancellationToken::new(),

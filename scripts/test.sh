@@ -71,6 +71,15 @@ for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3S_PORT/" && 
 curl -s -o /dev/null "http://127.0.0.1:$S3S_PORT/" || { echo "s3s-fs did not start:"; cat target/s3s.log; exit 1; }
 export CCFS_TEST_S3V4_ENDPOINT="http://127.0.0.1:$S3S_PORT" CCFS_TEST_S3V4_DIR="$S3S_DIR"
 
+# A userspace NFSv3 server (MOUNT and NFS on one port, no portmapper, no kernel support): the
+# NFS tests start their own instances on free ports. Built once per machine (about a minute).
+log "test servers: userspace NFSv3 (cargo-nfs3-server)"
+if [ ! -x "$TOOLS_CACHE/bin/cargo-nfs3-server" ]; then
+  cargo install -q cargo-nfs3-server --version 0.2.3 --locked --root "$TOOLS_CACHE" \
+    || cargo install -q cargo-nfs3-server --version 0.2.3 --root "$TOOLS_CACHE" || exit 1
+fi
+export CCFS_TEST_NFS_SERVER="$TOOLS_CACHE/bin/cargo-nfs3-server"
+
 log "tests"
 export CI="${CI:-true}"   # insta: never write snapshots in the test command, fail on mismatch
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log

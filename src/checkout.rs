@@ -12,12 +12,7 @@
 //!   metadata is applied after their children; hard links are made last.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
@@ -27,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Version;
 use crate::error::{Error, Result};
 use crate::format::{Entry, EntryKind, Piece};
-use crate::fsmeta;
 use crate::ids::BlockId;
 use crate::progress::{add, Progress};
+use crate::source::child;
+use crate::target::Target;
 
 /// What to do with an entry that exists in the target and differs from the version.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +112,7 @@ pub struct CheckoutOutcome {
     pub deleted: u64,
     pub archived: u64,
     /// Where archived entries went, when any were.
-    pub archive_dir: Option<PathBuf>,
+    pub archive_dir: Option<String>,
     /// Entries that could not be restored, with the reason; everything else was.
     pub skipped: Vec<crate::format::Skipped>,
     /// Ownership was not restored (not running as root).
@@ -133,13 +129,14 @@ struct Counts {
 
 struct Shared {
     version: Version,
+    target: Arc<dyn Target>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
     fatal: Mutex<Option<Error>>,
-    as_root: bool,
+    chown: bool,
     opts: CheckoutOptions,
-    dest: PathBuf,
-    archive: PathBuf,
+    /// Relative to the target's root.
+    archive: Vec<u8>,
     counts: Mutex<Counts>,
 }
 
@@ -156,53 +153,67 @@ impl Shared {
         f(&mut self.counts.lock().expect("counts poisoned"));
     }
 
+    fn skip(&self, rel: &[u8], why: impl Into<String>) {
+        self.progress.skip(self.target.display(rel), why);
+    }
+
+    /// A target error on one entry: skipped with its reason, unless the target as a whole is
+    /// gone (a remote server that stopped answering), which ends the checkout.
+    fn io_error(&self, rel: &[u8], what: &str, err: std::io::Error) {
+        if crate::source::fs_gone(&err) {
+            self.fail(Error::FsUnavailable(format!("{}: {what}: {err}", self.target.display(rel))));
+        } else {
+            self.skip(rel, format!("{what}: {err}"));
+        }
+    }
+
     /// Whether a differing existing entry gives way to the version's.
-    fn replaces(&self, existing: &std::fs::Metadata, e: &Entry) -> bool {
+    fn replaces(&self, existing: &Entry, e: &Entry) -> bool {
         match self.opts.modified {
             ModifiedPolicy::ModifiedReplace => true,
             ModifiedPolicy::ModifiedKeepExisting => false,
-            ModifiedPolicy::ModifiedKeepNewer => {
-                (existing.mtime(), existing.mtime_nsec() as u32) <= (e.mtime.sec, e.mtime.nsec)
-            }
+            ModifiedPolicy::ModifiedKeepNewer => existing.mtime <= e.mtime,
         }
     }
 }
 
-/// Restore `opts.path` of `version` into `dest` (created if absent; may hold data).
+/// Restore `opts.path` of `version` into `target` (a local directory, an NFS export, …;
+/// created if absent; may hold data).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a target that is not a directory; [`Error::Aborted`] when
-/// cancelled (every file is then either its previous content or the complete new one); store
-/// errors. Files that cannot be written or whose data is corrupt are skipped and listed.
-#[tracing::instrument(skip_all, fields(version = %version.manifest.version_id, dest = %dest.display()))]
+/// cancelled (every file is then either its previous content or the complete new one);
+/// [`Error::FsUnavailable`] when the target stops answering; store errors. Files that cannot
+/// be written or whose data is corrupt are skipped and listed.
+#[tracing::instrument(skip_all, fields(version = %version.manifest.version_id, dest = %target.display(b"")))]
 pub fn checkout(
     version: &Version,
-    dest: &Path,
+    target: Arc<dyn Target>,
     opts: &CheckoutOptions,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<CheckoutOutcome> {
     let sub = opts.path.clone().unwrap_or_else(|| b"/".to_vec());
     let start = version.lookup(&sub)?;
-    match std::fs::symlink_metadata(dest) {
-        Ok(md) if md.is_dir() => {}
-        Ok(_) => return Err(Error::InvalidArgument(format!("checkout target {} is not a directory", dest.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dest).map_err(|e| Error::io("create checkout target", dest, e))?
+    target.prepare_root().map_err(|e| {
+        let msg = format!("checkout target {}: {e}", target.display(b""));
+        if crate::source::fs_gone(&e) {
+            Error::FsUnavailable(msg)
+        } else {
+            Error::InvalidArgument(msg)
         }
-        Err(e) => return Err(Error::io("open checkout target", dest, e)),
-    }
+    })?;
     let version = Version::new(version.repo.with_progress(progress.clone()), version.manifest.clone());
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let shared = Arc::new(Shared {
         version,
+        chown: target.can_chown(),
+        target,
         progress: progress.clone(),
         cancel: cancel.clone(),
         fatal: Mutex::new(None),
-        as_root: fsmeta::is_root(),
         opts: opts.clone(),
-        dest: dest.to_path_buf(),
-        archive: dest.join(ARCHIVE_DIR).join(stamp),
+        archive: child(ARCHIVE_DIR.as_bytes(), stamp.as_bytes()),
         counts: Mutex::new(Counts::default()),
     });
     let threads =
@@ -223,48 +234,51 @@ pub fn checkout(
         pending_links: Vec::new(),
     };
     let walked = if start.kind == EntryKind::Dir {
-        r.dirs.push((dest.to_path_buf(), start.clone()));
-        r.walk(dest, &start, &sub)
+        r.dirs.push((Vec::new(), start.clone()));
+        r.walk(b"", &start, &sub)
     } else {
-        let target = dest.join(OsStr::from_bytes(&start.name));
-        r.entry(&target, &start, &sub)
+        r.entry(&start.name.clone(), &start, &sub)
     };
     // Wait for every file job: take back all tokens.
     for _ in 0..threads * 8 {
         let _ = tokens.send(());
     }
-    walked?;
     if let Some(e) = shared.fatal.lock().expect("fatal slot poisoned").take() {
         return Err(e);
     }
+    walked?;
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
     }
     let mut outcome = CheckoutOutcome::default();
-    for (target, path) in std::mem::take(&mut r.pending_links) {
-        if let (Ok(a), Ok(b)) = (std::fs::symlink_metadata(&target), std::fs::symlink_metadata(&path)) {
-            if a.ino() == b.ino() && a.dev() == b.dev() {
+    let t = &shared.target;
+    for (first, rel, e) in std::mem::take(&mut r.pending_links) {
+        if let (Ok(Some(a)), Ok(Some(b))) = (t.stat(&first), t.stat(&rel)) {
+            if a.inode == b.inode && a.dev == b.dev {
                 shared.count(|c| c.unchanged += 1);
                 continue;
             }
-            if let Err(err) = remove_any(&path) {
-                shared.progress.skip(path.display().to_string(), format!("cannot replace with a hard link: {err}"));
+            if let Err(err) = t.remove_all(&rel) {
+                shared.io_error(&rel, "cannot replace with a hard link", err);
                 continue;
             }
         }
-        match std::fs::hard_link(&target, &path) {
+        match t.hard_link(&first, &rel) {
             Ok(()) => add(&shared.progress.fs.fs_created_files, 1),
-            Err(err) => shared.progress.skip(path.display().to_string(), format!("cannot create hard link: {err}")),
+            // A target without hard links gets a copy: the content is not lost.
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => restore_file(&shared, &rel, &e),
+            Err(err) => shared.io_error(&rel, "cannot create hard link", err),
         }
     }
     // Directories: children first (reverse creation order).
-    for (path, e) in r.dirs.iter().rev() {
-        match fsmeta::apply_metadata(path, e, shared.as_root) {
+    for (rel, e) in r.dirs.iter().rev() {
+        match t.apply_metadata(rel, e, shared.chown) {
             Ok(n) => outcome.ownership_skipped |= n.ownership_skipped,
-            Err(err) => {
-                shared.progress.skip(path.display().to_string(), format!("cannot set directory metadata: {err}"))
-            }
+            Err(err) => shared.io_error(rel, "cannot set directory metadata", err),
         }
+    }
+    if let Some(e) = shared.fatal.lock().expect("fatal slot poisoned").take() {
+        return Err(e);
     }
     let counts = shared.counts.lock().expect("counts poisoned");
     outcome.dirs = r.dirs.len() as u64;
@@ -274,93 +288,80 @@ pub fn checkout(
     outcome.kept = counts.kept;
     outcome.deleted = counts.deleted;
     outcome.archived = counts.archived;
-    outcome.archive_dir = (counts.archived > 0).then(|| shared.archive.clone());
+    outcome.archive_dir = (counts.archived > 0).then(|| t.display(&shared.archive));
     outcome.skipped = shared.progress.skipped();
-    outcome.ownership_skipped |= !shared.as_root;
+    outcome.ownership_skipped |= !shared.chown;
     Ok(outcome)
 }
 
-/// Remove a file, link or whole directory tree.
-fn remove_any(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+/// A hard link to make once every file is written: (first path of the group, this path, entry).
+type PendingLink = (Vec<u8>, Vec<u8>, Entry);
 
 struct Restorer<'a> {
     shared: &'a Arc<Shared>,
     pool: &'a rayon::ThreadPool,
     tokens: &'a crossbeam_channel::Sender<()>,
     token_rx: &'a crossbeam_channel::Receiver<()>,
-    dirs: Vec<(PathBuf, Entry)>,
+    dirs: Vec<(Vec<u8>, Entry)>,
     /// Hard-link group → first restored path.
-    links: HashMap<u64, PathBuf>,
-    pending_links: Vec<(PathBuf, PathBuf)>,
+    links: HashMap<u64, Vec<u8>>,
+    pending_links: Vec<PendingLink>,
 }
 
 impl Restorer<'_> {
-    fn walk(&mut self, dir: &Path, entry: &Entry, vpath: &[u8]) -> Result<()> {
+    fn walk(&mut self, dir: &[u8], entry: &Entry, vpath: &[u8]) -> Result<()> {
         let tree = self.shared.version.children(entry, vpath)?;
         // Before any file job of this directory starts: temporary files seen now are leftovers
         // of an interrupted run, not ours.
         let wanted: HashSet<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
         self.absent(dir, &wanted);
-        for child in &tree.entries {
+        for c in &tree.entries {
             if self.shared.cancel.is_cancelled() {
                 return Err(Error::Aborted);
             }
-            let path = dir.join(OsStr::from_bytes(&child.name));
             let mut cv = vpath.to_vec();
             if cv.last() != Some(&b'/') {
                 cv.push(b'/');
             }
-            cv.extend_from_slice(&child.name);
-            self.entry(&path, child, &cv)?;
+            cv.extend_from_slice(&c.name);
+            self.entry(&child(dir, &c.name), c, &cv)?;
         }
         Ok(())
     }
 
     /// Entries of `dir` the version does not have: leftovers of an interrupted checkout are
     /// removed; the rest follow the absent policy.
-    fn absent(&mut self, dir: &Path, wanted: &HashSet<&[u8]>) {
-        let Ok(listing) = std::fs::read_dir(dir) else { return };
-        let at_root = dir == self.shared.dest;
-        for ent in listing.flatten() {
-            let name = ent.file_name();
-            let name = name.as_bytes();
-            if wanted.contains(name) || (at_root && name == ARCHIVE_DIR.as_bytes()) {
+    fn absent(&mut self, dir: &[u8], wanted: &HashSet<&[u8]>) {
+        let s = self.shared;
+        let t = &s.target;
+        let listing = match t.list(dir) {
+            Ok(l) => l,
+            Err(err) => return s.io_error(dir, "cannot list directory", err),
+        };
+        for name in listing {
+            if wanted.contains(name.as_slice()) || (dir.is_empty() && name == ARCHIVE_DIR.as_bytes()) {
                 continue;
             }
-            let path = ent.path();
+            let rel = child(dir, &name);
             if name.starts_with(TEMP_PREFIX.as_bytes()) {
-                let _ = std::fs::remove_file(&path);
+                let _ = t.remove_all(&rel);
                 continue;
             }
-            let s = self.shared;
             match s.opts.absent {
                 AbsentPolicy::AbsentPreserve => {}
-                AbsentPolicy::AbsentDelete => match remove_any(&path) {
+                AbsentPolicy::AbsentDelete => match t.remove_all(&rel) {
                     Ok(()) => {
                         add(&s.progress.fs.fs_files_deleted, 1);
                         s.count(|c| c.deleted += 1);
                     }
-                    Err(err) => {
-                        s.progress.skip(path.display().to_string(), format!("cannot delete absent entry: {err}"))
-                    }
+                    Err(err) => s.io_error(&rel, "cannot delete absent entry", err),
                 },
                 AbsentPolicy::AbsentArchive => {
-                    let rel = path.strip_prefix(&s.dest).unwrap_or(&path);
-                    let to = s.archive.join(rel);
-                    let moved = std::fs::create_dir_all(to.parent().unwrap_or(&s.archive))
-                        .and_then(|_| std::fs::rename(&path, &to));
-                    match moved {
+                    let to = child(&s.archive, &rel);
+                    let parent = &to[..to.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+                    match t.mkdir_all(parent).and_then(|_| t.rename(&rel, &to)) {
                         Ok(()) => s.count(|c| c.archived += 1),
-                        Err(err) => {
-                            s.progress.skip(path.display().to_string(), format!("cannot archive absent entry: {err}"))
-                        }
+                        Err(err) => s.io_error(&rel, "cannot archive absent entry", err),
                     }
                 }
             }
@@ -368,102 +369,107 @@ impl Restorer<'_> {
     }
 
     /// Resolve an existing entry of another kind: `true` when the version's may be created.
-    fn clear_conflict(&self, path: &Path, md: &std::fs::Metadata, e: &Entry) -> bool {
-        if !self.shared.replaces(md, e) {
+    fn clear_conflict(&self, rel: &[u8], existing: &Entry, e: &Entry) -> bool {
+        if !self.shared.replaces(existing, e) {
             self.shared.count(|c| c.kept += 1);
             return false;
         }
-        match remove_any(path) {
+        match self.shared.target.remove_all(rel) {
             Ok(()) => true,
             Err(err) => {
-                self.shared.progress.skip(path.display().to_string(), format!("cannot replace existing entry: {err}"));
+                self.shared.io_error(rel, "cannot replace existing entry", err);
                 false
             }
         }
     }
 
-    fn entry(&mut self, path: &Path, e: &Entry, vpath: &[u8]) -> Result<()> {
-        let progress = &self.shared.progress;
-        let skip =
-            |what: &str, err: std::io::Error| progress.skip(path.display().to_string(), format!("{what}: {err}"));
-        let existing = std::fs::symlink_metadata(path).ok();
+    fn entry(&mut self, rel: &[u8], e: &Entry, vpath: &[u8]) -> Result<()> {
+        let s = self.shared;
+        let t = &s.target;
+        let progress = &s.progress;
+        let existing = match t.stat(rel) {
+            Ok(x) => x,
+            Err(err) => {
+                s.io_error(rel, "cannot inspect", err);
+                return Ok(());
+            }
+        };
         match e.kind {
             EntryKind::Dir => {
-                if !existing.as_ref().is_some_and(|md| md.is_dir()) {
-                    if let Some(md) = &existing {
-                        if !self.clear_conflict(path, md, e) {
+                if !existing.as_ref().is_some_and(|x| x.kind == EntryKind::Dir) {
+                    if let Some(x) = &existing {
+                        if !self.clear_conflict(rel, x, e) {
                             return Ok(());
                         }
                     }
-                    if let Err(err) = std::fs::DirBuilder::new().mode(0o700).create(path) {
-                        skip("cannot create directory", err);
+                    if let Err(err) = t.mkdir(rel) {
+                        s.io_error(rel, "cannot create directory", err);
                         return Ok(());
                     }
                     add(&progress.fs.fs_created_dirs, 1);
                 }
-                self.dirs.push((path.to_path_buf(), e.clone()));
-                self.walk(path, e, vpath)?;
+                self.dirs.push((rel.to_vec(), e.clone()));
+                self.walk(rel, e, vpath)?;
             }
             EntryKind::Symlink => {
-                if let Some(md) = &existing {
-                    let same = md.file_type().is_symlink()
-                        && std::fs::read_link(path).map(|t| t.as_os_str().as_bytes() == e.target).unwrap_or(false);
+                if let Some(x) = &existing {
+                    let same = x.kind == EntryKind::Symlink && t.read_link(rel).is_ok_and(|l| l == e.target);
                     if same {
-                        self.shared.count(|c| c.unchanged += 1);
-                        let _ = fsmeta::apply_metadata(path, e, self.shared.as_root);
+                        s.count(|c| c.unchanged += 1);
+                        let _ = t.apply_metadata(rel, e, s.chown);
                         return Ok(());
                     }
-                    if !self.clear_conflict(path, md, e) {
+                    if !self.clear_conflict(rel, x, e) {
                         return Ok(());
                     }
                 }
-                if let Err(err) = std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), path) {
-                    skip("cannot create symlink", err);
+                if let Err(err) = t.symlink(&e.target, rel) {
+                    s.io_error(rel, "cannot create symlink", err);
                     return Ok(());
                 }
-                let _ = fsmeta::apply_metadata(path, e, self.shared.as_root);
+                let _ = t.apply_metadata(rel, e, s.chown);
                 add(&progress.fs.fs_created_files, 1);
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Socket => {
-                if let Some(md) = &existing {
-                    if fsmeta::entry_from_metadata(&e.name, md).kind == e.kind && md.rdev() == e.rdev {
-                        self.shared.count(|c| c.unchanged += 1);
-                        let _ = fsmeta::apply_metadata(path, e, self.shared.as_root);
+                if let Some(x) = &existing {
+                    if x.kind == e.kind && x.rdev == e.rdev {
+                        s.count(|c| c.unchanged += 1);
+                        let _ = t.apply_metadata(rel, e, s.chown);
                         return Ok(());
                     }
-                    if !self.clear_conflict(path, md, e) {
+                    if !self.clear_conflict(rel, x, e) {
                         return Ok(());
                     }
                 }
-                if let Err(err) = fsmeta::make_node(path, e) {
-                    skip("cannot create special file", err);
+                if let Err(err) = t.mknod(rel, e) {
+                    s.io_error(rel, "cannot create special file", err);
                     return Ok(());
                 }
-                if let Err(err) = fsmeta::apply_metadata(path, e, self.shared.as_root) {
-                    skip("cannot set metadata", err);
+                if let Err(err) = t.apply_metadata(rel, e, s.chown) {
+                    s.io_error(rel, "cannot set metadata", err);
                 }
                 add(&progress.fs.fs_created_files, 1);
             }
             EntryKind::File => {
                 if let Some(g) = e.link_group {
                     if let Some(first) = self.links.get(&g) {
-                        self.pending_links.push((first.clone(), path.to_path_buf()));
+                        self.pending_links.push((first.clone(), rel.to_vec(), e.clone()));
                         return Ok(());
                     }
-                    self.links.insert(g, path.to_path_buf());
+                    self.links.insert(g, rel.to_vec());
                 }
-                if let Some(md) = &existing {
-                    if !md.is_file() && !self.clear_conflict(path, md, e) {
+                if let Some(x) = &existing {
+                    if x.kind != EntryKind::File && !self.clear_conflict(rel, x, e) {
                         return Ok(());
                     }
                 }
                 self.tokens.send(()).map_err(|_| Error::Internal("token pool closed".into()))?;
                 let shared = self.shared.clone();
                 let token_rx = self.token_rx.clone();
-                let (path, e) = (path.to_path_buf(), e.clone());
+                let (rel, e) = (rel.to_vec(), e.clone());
                 self.pool.spawn(move || {
                     if !shared.cancel.is_cancelled() {
-                        restore_file(&shared, &path, &e);
+                        restore_file(&shared, &rel, &e);
                     }
                     let _ = token_rx.recv();
                 });
@@ -473,16 +479,16 @@ impl Restorer<'_> {
     }
 }
 
-/// Whether the regular file at `path` holds exactly the entry's content: same size and mtime,
+/// Whether the regular file at `rel` holds exactly the entry's content: same size and mtime,
 /// or else every piece hashes (holes: zeros) to the version's.
-fn identical(path: &Path, md: &std::fs::Metadata, e: &Entry) -> bool {
-    if md.len() != e.size {
+fn identical(t: &dyn Target, rel: &[u8], existing: &Entry, e: &Entry) -> bool {
+    if existing.size != e.size {
         return false;
     }
-    if (md.mtime(), md.mtime_nsec() as u32) == (e.mtime.sec, e.mtime.nsec) {
+    if existing.mtime == e.mtime {
         return true;
     }
-    let Ok(mut f) = File::open(path) else { return false };
+    let Ok(mut f) = t.open_read(rel) else { return false };
     let mut buf = Vec::new();
     for piece in &e.content {
         buf.resize(piece.len() as usize, 0);
@@ -502,66 +508,69 @@ fn identical(path: &Path, md: &std::fs::Metadata, e: &Entry) -> bool {
 
 /// Restore one regular file: compare with what is there, then temporary name, data, metadata,
 /// rename.
-fn restore_file(shared: &Shared, path: &Path, e: &Entry) {
+fn restore_file(shared: &Shared, rel: &[u8], e: &Entry) {
+    let t = &*shared.target;
     let progress = &shared.progress;
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if md.is_file() {
-            if identical(path, &md, e) {
+    if let Ok(Some(x)) = t.stat(rel) {
+        if x.kind == EntryKind::File {
+            if identical(t, rel, &x, e) {
                 shared.count(|c| c.unchanged += 1);
                 add(&progress.fs.fs_files_dedup, 1);
-                if let Err(err) = fsmeta::apply_metadata(path, e, shared.as_root) {
-                    progress.skip(path.display().to_string(), format!("cannot set metadata: {err}"));
+                if let Err(err) = t.apply_metadata(rel, e, shared.chown) {
+                    shared.io_error(rel, "cannot set metadata", err);
                 }
                 return;
             }
-            if !shared.replaces(&md, e) {
+            if !shared.replaces(&x, e) {
                 shared.count(|c| c.kept += 1);
                 return;
             }
         }
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-    let res = (|| -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|err| Error::io("create", &tmp, err))?;
-        write_pieces(shared, &f, e, &tmp)?;
-        f.set_len(e.size).map_err(|err| Error::io("truncate", &tmp, err))?;
-        drop(f);
-        fsmeta::apply_metadata(&tmp, e, shared.as_root).map_err(|err| Error::io("set metadata of", &tmp, err))?;
-        std::fs::rename(&tmp, path).map_err(|err| Error::io("rename into place", path, err))?;
+    let dir = &rel[..rel.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    let tmp = child(dir, format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()).as_bytes());
+    let io = |what: &'static str, err: std::io::Error| (what, err);
+    let res = (|| -> Result<(), Failure> {
+        let mut f = t.create_new(&tmp).map_err(|err| Failure::Io(io("cannot create", err)))?;
+        write_pieces(shared, &mut *f, e)?;
+        f.finish(e.size).map_err(|err| Failure::Io(io("cannot write", err)))?;
+        t.apply_metadata(&tmp, e, shared.chown).map_err(|err| Failure::Io(io("cannot set metadata", err)))?;
+        t.rename(&tmp, rel).map_err(|err| Failure::Io(io("cannot rename into place", err)))?;
         Ok(())
     })();
     match res {
-        Ok(()) => {
-            add(&progress.fs.fs_created_files, 1);
-        }
-        Err(err) => {
-            let _ = std::fs::remove_file(&tmp);
-            match err.root() {
-                Error::Io { .. } | Error::Corrupt { .. } | Error::MissingObject { .. } => {
-                    progress.skip(path.display().to_string(), err.to_string())
-                }
-                Error::Aborted => {}
-                _ => shared.fail(err),
+        Ok(()) => add(&progress.fs.fs_created_files, 1),
+        Err(failure) => {
+            let _ = t.remove_all(&tmp);
+            match failure {
+                Failure::Io((what, err)) => shared.io_error(rel, what, err),
+                Failure::Store(err) => match err.root() {
+                    Error::Corrupt { .. } | Error::MissingObject { .. } => shared.skip(rel, err.to_string()),
+                    Error::Aborted => {}
+                    _ => shared.fail(err),
+                },
             }
         }
     }
 }
 
-fn write_pieces(shared: &Shared, f: &File, e: &Entry, tmp: &Path) -> Result<()> {
+/// Why a file could not be restored: the target (skip it, or stop when the target is gone)
+/// or the store.
+enum Failure {
+    Io((&'static str, std::io::Error)),
+    Store(Error),
+}
+
+fn write_pieces(shared: &Shared, f: &mut dyn crate::target::TargetFile, e: &Entry) -> Result<(), Failure> {
     let mut pos = 0u64;
     for piece in &e.content {
         if shared.cancel.is_cancelled() {
-            return Err(Error::Aborted);
+            return Err(Failure::Store(Error::Aborted));
         }
         if let Piece::Block(b) = piece {
-            let data = shared.version.repo.block_uncached(b).map_err(|e| shared.version.in_version(e))?;
-            f.write_all_at(&data, pos).map_err(|err| Error::io("write", tmp, err))?;
+            let data =
+                shared.version.repo.block_uncached(b).map_err(|e| Failure::Store(shared.version.in_version(e)))?;
+            f.write_at(&data, pos).map_err(|err| Failure::Io(("cannot write", err)))?;
             add(&shared.progress.fs.fs_files_bytes_written, data.len() as u64);
         }
         pos += piece.len();

@@ -572,7 +572,9 @@ fn version_cmd(
                 None => None,
             };
             let opts = ccfs::CreateOptions { branch, parent, no_parent, desc, threads, lease_ttl };
-            let (res, progress) = with_spinner("create", json, |p| ccfs::create_version(&repo, &src, &opts, p, cancel));
+            let source = crate::fsurl::source(&src)?;
+            let (res, progress) =
+                with_spinner("create", json, |p| ccfs::create_version(&repo, source, &opts, p, cancel));
             let out = res?;
             let st = &out.stats;
             if json {
@@ -685,7 +687,8 @@ fn version_cmd(
             };
             let m = repo.resolve(&version, &branch)?;
             let v = Version::new(repo, m);
-            let (res, progress) = with_spinner("checkout", json, |p| ccfs::checkout(&v, &to, &opts, p, cancel));
+            let target = crate::fsurl::target(&to)?;
+            let (res, progress) = with_spinner("checkout", json, |p| ccfs::checkout(&v, target, &opts, p, cancel));
             let out = res?;
             if json {
                 println!(
@@ -709,7 +712,7 @@ fn version_cmd(
                     out.archived
                 );
                 if let Some(a) = &out.archive_dir {
-                    println!("  archived entries are in {}", a.display());
+                    println!("  archived entries are in {a}");
                 }
                 if out.ownership_skipped {
                     println!("  note: ownership not restored (not running as root)");

@@ -14,11 +14,7 @@
 //! Commit writes the index, the stats and finally the manifest (create-if-absent).
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -32,11 +28,11 @@ use crate::error::{Error, Result};
 use crate::format::{
     BlobEntry, BlockRef, Entry, EntryKind, IndexFile, Loc, Manifest, Piece, Tree, TreeRef, VersionStats, FORMAT_VERSION,
 };
-use crate::fsmeta;
 use crate::ids::{validate_branch, BlockId, PackKind, TreeId, VersionId};
 use crate::pack::{compress, PackWriter, Uploader};
 use crate::progress::{add, Progress};
 use crate::repo::Repo;
+use crate::source::{child, fs_gone, Listed, Source, SourceFile};
 
 /// Options of a version create.
 #[derive(Clone, Debug)]
@@ -136,6 +132,7 @@ impl Dedup {
 /// Shared state of one create.
 struct Ctx {
     repo: Repo,
+    src: Arc<dyn Source>,
     params: ChunkParams,
     dedup: Dedup,
     data: PackWriter,
@@ -144,9 +141,8 @@ struct Ctx {
     cancel: CancellationToken,
     /// Hashing and compression of large files' blocks; never blocks on I/O.
     cpu: rayon::ThreadPool,
-    /// `lstat` of a directory's entries in parallel: on a cold cache each one waits for the
-    /// disk, and a scan of unchanged files is nothing but these waits.
-    stat: rayon::ThreadPool,
+    /// Background fetches of the parent version's trees.
+    prefetch: rayon::ThreadPool,
     new_blocks: std::sync::atomic::AtomicU64,
     new_block_bytes: std::sync::atomic::AtomicU64,
     /// Bounds the large files read at once.
@@ -213,7 +209,7 @@ enum Event {
     Failed(Error),
 }
 
-/// Scan `src` and commit it as a new version of `repo`.
+/// Scan `src` (a local directory, an NFS export, …) and commit it as a new version of `repo`.
 ///
 /// Files that cannot be read are skipped and listed in the outcome's stats; they never abort
 /// the version. A cancelled or failed create leaves no version; packs it uploaded are reused by
@@ -222,21 +218,16 @@ enum Event {
 /// # Errors
 /// [`Error::InvalidArgument`] when `src` is not a readable directory, [`Error::Aborted`] when
 /// cancelled, store errors.
-#[tracing::instrument(skip_all, fields(src = %src.display(), branch = %opts.branch))]
+#[tracing::instrument(skip_all, fields(src = %src.display(b""), branch = %opts.branch))]
 pub fn create_version(
     repo: &Repo,
-    src: &Path,
+    src: Arc<dyn Source>,
     opts: &CreateOptions,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<CreateOutcome> {
     validate_branch(&opts.branch)?;
-    let root_md =
-        std::fs::metadata(src).map_err(|e| Error::InvalidArgument(format!("source {}: {e}", src.display())))?;
-    if !root_md.is_dir() {
-        return Err(Error::InvalidArgument(format!("source {} is not a directory", src.display())));
-    }
-    std::fs::read_dir(src).map_err(|e| Error::InvalidArgument(format!("source {}: {e}", src.display())))?;
+    let root = src.root().map_err(|e| source_error(&*src, e))?;
     let push_start = crate::time::now_display();
     let scan_start_micros = crate::time::now_micros();
     let repo = repo.with_progress(progress.clone());
@@ -275,9 +266,9 @@ pub fn create_version(
             .thread_name(|i| format!("ccfs-cpu-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
-        stat: rayon::ThreadPoolBuilder::new()
-            .num_threads(STAT_THREADS)
-            .thread_name(|i| format!("ccfs-stat-{i}"))
+        prefetch: rayon::ThreadPoolBuilder::new()
+            .num_threads(PREFETCH_THREADS)
+            .thread_name(|i| format!("ccfs-prefetch-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("thread pool: {e}")))?,
         new_blocks: Default::default(),
@@ -285,6 +276,7 @@ pub fn create_version(
         buffers: Mutex::new(Vec::new()),
         large_files: Gate::new(cpus),
         repo: repo.clone(),
+        src: src.clone(),
         lease,
     });
 
@@ -300,10 +292,10 @@ pub fn create_version(
                     let res = if ctx.cancel.is_cancelled() {
                         Err(JobError::Fatal(Error::Aborted))
                     } else {
-                        read_file(&ctx, &job.path)
+                        read_file(&ctx, &job.path, &job.entry)
                     };
                     if let Err(JobError::Skip(r)) = &res {
-                        ctx.progress.skip(display(&job.path), r.clone());
+                        ctx.progress.skip(ctx.src.display(&job.path), r.clone());
                     }
                     let _ = job.reply.send(res);
                 }
@@ -316,12 +308,11 @@ pub fn create_version(
     let (tx, rx) = bounded::<Event>(4096);
     let walker = {
         let ctx = ctx.clone();
-        let src = src.to_path_buf();
         std::thread::Builder::new()
             .name("ccfs-walk".into())
             .spawn(move || {
                 let mut w = Walker { ctx: &ctx, tx: &tx, jobs: job_tx, links: HashMap::new(), reuse_before };
-                if let Err(e) = w.walk_root(&src, root_md, parent_root) {
+                if let Err(e) = w.walk_root(root, parent_root) {
                     let _ = tx.send(Event::Failed(e));
                 }
             })
@@ -353,13 +344,13 @@ pub fn create_version(
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
     }
-    commit(&ctx, src, opts, parent.as_deref(), catalog, (push_start, scan_start_micros), stats)
+    commit(&ctx, opts, parent.as_deref(), catalog, (push_start, scan_start_micros), stats)
 }
 
 /// Kernel file timestamps are coarse (one clock tick); one second is a safe margin.
 const RACY_MARGIN_MICROS: u64 = 1_000_000;
-/// Threads that `lstat` directory entries in parallel.
-const STAT_THREADS: usize = 8;
+/// Threads fetching the parent version's trees ahead of the walk.
+const PREFETCH_THREADS: usize = 8;
 /// Packs being uploaded at once (each up to the pack size in memory).
 const MAX_UPLOADS: usize = 3;
 /// Files up to this size are read whole into an exact-size buffer.
@@ -367,13 +358,14 @@ const SMALL_FILE: u64 = 1 << 20;
 
 /// A file for a reader thread.
 struct Job {
-    path: PathBuf,
+    /// Relative to the source's root.
+    path: Vec<u8>,
+    entry: Entry,
     reply: Sender<Result<FileResult, JobError>>,
 }
 
 fn commit(
     ctx: &Ctx,
-    src: &Path,
     opts: &CreateOptions,
     parent: Option<&Manifest>,
     catalog: TreeRef,
@@ -424,7 +416,7 @@ fn commit(
             push_start_time: push_start.clone(),
             push_end_time: crate::time::now_display(),
             version_desc: opts.desc.clone(),
-            source: src.display().to_string(),
+            source: ctx.src.display(b""),
             scan_start_micros,
             root: catalog,
         };
@@ -557,13 +549,13 @@ impl Walker<'_> {
         self.tx.send(ev).map_err(|_| Error::Aborted)
     }
 
-    fn walk_root(&mut self, src: &Path, md: std::fs::Metadata, parent: Option<Entry>) -> Result<()> {
-        let mut root = fsmeta::entry_from_metadata(b"", &md);
-        root.xattrs = fsmeta::read_xattrs(src);
+    fn walk_root(&mut self, mut root: Entry, parent: Option<Entry>) -> Result<()> {
+        let src = &self.ctx.src;
+        root.xattrs = src.xattrs(b"");
         let parent_tree = self.parent_tree(parent.as_ref())?;
-        let entries = std::fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))?;
+        let entries = src.list(b"").map_err(|e| source_error(&**src, e))?;
         self.send(Event::Enter(root, parent.as_ref().and_then(|p| p.subtree)))?;
-        self.walk_dir(src, entries, parent_tree)?;
+        self.walk_dir(b"", entries, parent_tree)?;
         self.send(Event::Leave)
     }
 
@@ -581,60 +573,48 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_dir(&mut self, dir: &Path, entries: std::fs::ReadDir, parent: Option<Arc<Tree>>) -> Result<()> {
+    fn walk_dir(&mut self, dir: &[u8], mut entries: Vec<Listed>, parent: Option<Arc<Tree>>) -> Result<()> {
         // The parent's sub-directory trees are needed one after another as the walk goes down:
         // fetch them in the background now (into the tree cache) instead of one at a time then.
         for r in parent.iter().flat_map(|t| t.entries.iter().filter_map(|e| e.subtree)) {
             if !self.ctx.repo.has_cached_tree(&r.id) {
                 let repo = self.ctx.repo.clone();
-                self.ctx.stat.spawn(move || {
+                self.ctx.prefetch.spawn(move || {
                     let _ = repo.tree(&r);
                 });
             }
         }
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for ent in entries {
-            match ent {
-                Ok(ent) => names.push(ent.file_name().as_bytes().to_vec()),
-                Err(e) => self.ctx.progress.skip(display(dir), format!("error while listing directory: {e}")),
-            }
-        }
-        names.sort();
-        let stat = |n: &Vec<u8>| std::fs::symlink_metadata(dir.join(OsStr::from_bytes(n)));
-        let stats: Vec<std::io::Result<std::fs::Metadata>> = if names.len() > 4 {
-            self.ctx.stat.install(|| names.par_iter().map(stat).collect())
-        } else {
-            names.iter().map(stat).collect()
-        };
-        for (name, md) in names.into_iter().zip(stats) {
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let src = self.ctx.src.clone();
+        for Listed { name, meta } in entries {
             if self.ctx.cancel.is_cancelled() {
                 return Err(Error::Aborted);
             }
-            let path = dir.join(OsStr::from_bytes(&name));
-            let md = match md {
-                Ok(md) => md,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.ctx.progress.skip(display(&path), "vanished during scan");
+            let path = child(dir, &name);
+            let mut e = match meta {
+                Ok(e) => e,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    self.ctx.progress.skip(src.display(&path), "vanished during scan");
                     continue;
                 }
-                Err(e) => {
-                    self.ctx.progress.skip(display(&path), format!("cannot stat: {e}"));
+                Err(err) => {
+                    self.ctx.progress.skip(src.display(&path), format!("cannot stat: {err}"));
                     continue;
                 }
             };
-            let mut e = fsmeta::entry_from_metadata(&name, &md);
             let old = parent.as_ref().and_then(|t| t.find(&name)).filter(|o| o.kind == e.kind);
             // Setting an xattr changes the ctime: same inode and settled ctime, same xattrs.
             e.xattrs = match old {
                 Some(o) if self.settled(o) && o.inode == e.inode && o.ctime == e.ctime => o.xattrs.clone(),
-                _ => fsmeta::read_xattrs(&path),
+                _ => src.xattrs(&path),
             };
             match e.kind {
                 EntryKind::Dir => {
-                    let listing = match std::fs::read_dir(&path) {
+                    let listing = match src.list(&path) {
                         Ok(l) => l,
+                        Err(err) if fs_gone(&err) => return Err(source_failed(&*src, &path, err)),
                         Err(err) => {
-                            self.ctx.progress.skip(display(&path), format!("cannot read directory: {err}"));
+                            self.ctx.progress.skip(src.display(&path), format!("cannot read directory: {err}"));
                             continue;
                         }
                     };
@@ -644,10 +624,11 @@ impl Walker<'_> {
                     self.send(Event::Leave)?;
                 }
                 EntryKind::Symlink => {
-                    match std::fs::read_link(&path) {
-                        Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
+                    match src.read_link(&path) {
+                        Ok(t) => e.target = t,
+                        Err(err) if fs_gone(&err) => return Err(source_failed(&*src, &path, err)),
                         Err(err) => {
-                            self.ctx.progress.skip(display(&path), format!("cannot read symlink: {err}"));
+                            self.ctx.progress.skip(src.display(&path), format!("cannot read symlink: {err}"));
                             continue;
                         }
                     }
@@ -661,7 +642,7 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn file(&mut self, path: PathBuf, mut e: Entry, old: Option<&Entry>) -> Result<()> {
+    fn file(&mut self, path: Vec<u8>, mut e: Entry, old: Option<&Entry>) -> Result<()> {
         if let Some(g) = e.link_group {
             if self.links.insert(g, ()).is_some() {
                 return self.send(Event::Link(e));
@@ -676,25 +657,35 @@ impl Walker<'_> {
         }
         if e.size == 0 {
             let (tx, rx) = bounded(1);
-            match File::open(&path) {
+            match self.ctx.src.open(&path, &e) {
                 Ok(_) => {
                     let _ = tx.send(Ok(FileResult { content: Vec::new(), size: 0 }));
                 }
+                Err(err) if fs_gone(&err) => return Err(source_failed(&*self.ctx.src, &path, err)),
                 Err(err) => {
-                    self.ctx.progress.skip(display(&path), reason(&err));
+                    self.ctx.progress.skip(self.ctx.src.display(&path), reason(&err));
                     let _ = tx.send(Err(JobError::Skip(reason(&err))));
                 }
             }
             return self.send(Event::File(e, rx));
         }
         let (reply, rx) = bounded(1);
-        self.jobs.send(Job { path, reply }).map_err(|_| Error::Aborted)?;
+        self.jobs.send(Job { path, entry: e.clone(), reply }).map_err(|_| Error::Aborted)?;
         self.send(Event::File(e, rx))
     }
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
+/// The source's root cannot be read: gone (as for [`fs_gone`]) or a bad argument.
+fn source_error(src: &dyn Source, e: std::io::Error) -> Error {
+    if fs_gone(&e) {
+        source_failed(src, b"", e)
+    } else {
+        Error::InvalidArgument(format!("source {}: {e}", src.display(b"")))
+    }
+}
+
+fn source_failed(src: &dyn Source, rel: &[u8], e: std::io::Error) -> Error {
+    Error::FsUnavailable(format!("{}: {e}", src.display(rel)))
 }
 
 fn reason(e: &std::io::Error) -> String {
@@ -706,19 +697,17 @@ fn reason(e: &std::io::Error) -> String {
 }
 
 /// Read one file into pieces: data extents chunked, holes and all-zero blocks as holes.
-fn read_file(ctx: &Ctx, path: &Path) -> Result<FileResult, JobError> {
-    let mut file = File::open(path).map_err(|e| JobError::Skip(reason(&e)))?;
-    let md = file.metadata().map_err(|e| JobError::Skip(reason(&e)))?;
-    let size = md.len();
-    use std::os::unix::fs::MetadataExt;
-    let sparse = md.blocks() * 512 < size;
+fn read_file(ctx: &Ctx, path: &[u8], e: &Entry) -> Result<FileResult, JobError> {
+    let mut file = ctx.src.open(path, e).map_err(|e| job_io(ctx, path, e))?;
+    let size = file.size();
+    let sparse = file.sparse();
     if !sparse && size <= SMALL_FILE {
-        return read_small(ctx, file);
+        return read_small(ctx, path, file);
     }
     // Large files are hashed and compressed on the CPU pool anyway: reading more of them at
     // once than there are CPUs only holds more 4 MiB buffers.
     let _slot = ctx.large_files.enter();
-    let extents = if sparse { fsmeta::data_extents(&file, size) } else { None };
+    let extents = if sparse { file.data_extents() } else { None };
     let extents = extents.unwrap_or_else(|| vec![(0, u64::MAX)]);
     let mut pieces = Vec::new();
     let mut pos = 0u64;
@@ -726,10 +715,10 @@ fn read_file(ctx: &Ctx, path: &Path) -> Result<FileResult, JobError> {
         if start > pos {
             push_hole(&mut pieces, start - pos);
             pos = start;
-            file.seek(SeekFrom::Start(start)).map_err(|e| JobError::Skip(reason(&e)))?;
+            file.seek_to(start).map_err(|e| job_io(ctx, path, e))?;
         }
         let reader = (&mut file).take(end - start);
-        let read = chunk_file(ctx, reader, &mut pieces)?;
+        let read = chunk_file(ctx, path, reader, &mut pieces)?;
         pos += read;
     }
     if pos < size && sparse {
@@ -740,10 +729,19 @@ fn read_file(ctx: &Ctx, path: &Path) -> Result<FileResult, JobError> {
     Ok(FileResult { content: pieces, size: pos })
 }
 
+/// A source error on one file: skip the file, unless the whole source is gone.
+fn job_io(ctx: &Ctx, path: &[u8], e: std::io::Error) -> JobError {
+    if fs_gone(&e) {
+        JobError::Fatal(source_failed(&*ctx.src, path, e))
+    } else {
+        JobError::Skip(reason(&e))
+    }
+}
+
 /// A small file: read whole, chunk from memory, store on this thread.
-fn read_small(ctx: &Ctx, mut file: File) -> Result<FileResult, JobError> {
-    let mut data = Vec::with_capacity(SMALL_FILE as usize / 64);
-    file.read_to_end(&mut data).map_err(|e| JobError::Skip(reason(&e)))?;
+fn read_small(ctx: &Ctx, path: &[u8], mut file: Box<dyn SourceFile>) -> Result<FileResult, JobError> {
+    let mut data = Vec::with_capacity((file.size() as usize).min(SMALL_FILE as usize) + 1);
+    file.read_to_end(&mut data).map_err(|e| job_io(ctx, path, e))?;
     let mut pieces = Vec::new();
     let mut fail = None;
     crate::chunker::chunk_slice(ctx.params, &data, |block| match store_block(ctx, block) {
@@ -767,7 +765,7 @@ fn push_hole(pieces: &mut Vec<Piece>, n: u64) {
 }
 
 /// Chunk a reader; blocks are gathered in batches and stored in parallel.
-fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<u64, JobError> {
+fn chunk_file<R: Read>(ctx: &Ctx, path: &[u8], reader: R, pieces: &mut Vec<Piece>) -> Result<u64, JobError> {
     const BATCH_BYTES: usize = 4 << 20;
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -802,7 +800,7 @@ fn chunk_file<R: Read>(ctx: &Ctx, reader: R, pieces: &mut Vec<Piece>) -> Result<
     });
     ctx.buffers.lock().expect("buffer pool poisoned").push(buf);
     let read = res.map_err(|e| match e {
-        ChunkErr::Io(e) => JobError::Skip(reason(&e)),
+        ChunkErr::Io(e) => job_io(ctx, path, e),
         ChunkErr::Job(j) => j,
     })?;
     flush(&mut batch, pieces)?;

@@ -80,6 +80,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The file system being read or written as a whole stopped answering (an NFS server that
+    /// went away after the retries): the operation fails rather than skip every file.
+    #[error("file system unavailable: {0}")]
+    FsUnavailable(String),
+
     /// Object-store I/O.
     #[error("store {op} {object}: {source}")]
     Store {

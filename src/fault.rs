@@ -9,6 +9,7 @@
 //! - `fail_every=K`: every Kth request fails with a transient (retryable) error.
 //! - `fail_after=N`: every request after the Nth fails (a store that went away).
 //! - `delay_ms=N`: every write takes N ms longer (a slow store; widens race windows).
+//! - `read_delay_ms=N`: every read takes N ms longer (a slow restore).
 //! - `fail_writes_under=PREFIX`: every write of an object under PREFIX fails (persistently).
 
 use std::ops::Range;
@@ -34,6 +35,7 @@ pub struct FaultPlan {
     pub fail_every: Option<u64>,
     pub fail_after: Option<u64>,
     pub delay_ms: Option<u64>,
+    pub read_delay_ms: Option<u64>,
     pub fail_writes_under: Option<String>,
 }
 
@@ -58,6 +60,7 @@ impl FaultPlan {
                 "fail_every" if n >= 2 => plan.fail_every = Some(n),
                 "fail_after" => plan.fail_after = Some(n),
                 "delay_ms" => plan.delay_ms = Some(n),
+                "read_delay_ms" => plan.read_delay_ms = Some(n),
                 _ => return Err(Error::InvalidArgument(format!("fault spec {part:?}: unknown key or value"))),
             }
         }
@@ -118,6 +121,16 @@ impl std::fmt::Display for FaultStore {
     }
 }
 
+impl FaultStore {
+    async fn read(&self) -> object_store::Result<()> {
+        self.request()?;
+        if let Some(ms) = self.plan.read_delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FaultStore {
     async fn put_opts(
@@ -143,12 +156,12 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.request()?;
+        self.read().await?;
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
-        self.request()?;
+        self.read().await?;
         self.inner.get_ranges(location, ranges).await
     }
 

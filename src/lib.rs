@@ -25,8 +25,10 @@ pub mod lease;
 pub mod pack;
 pub mod progress;
 pub mod repo;
+pub mod source;
 pub mod store;
 pub mod summary;
+pub mod target;
 pub mod time;
 
 pub use catalog::{DirEntryInfo, Version};

@@ -1,7 +1,9 @@
 //! The `ccfs` binary: command-line parsing and wiring only.
 
 mod cli;
+mod fsurl;
 mod mount;
+mod nfs;
 mod serve;
 
 fn main() -> std::process::ExitCode {

@@ -89,7 +89,14 @@ fn check_version(repo: &Repo, id: &ccfs::ids::VersionId, expect: &Model, scratch
         }
     }
     let out = scratch.join(format!("co-{}", id.micros));
-    ccfs::checkout(&v, &out, &CheckoutOptions::default(), Arc::new(Progress::new()), CancellationToken::new()).unwrap();
+    ccfs::checkout(
+        &v,
+        Arc::new(ccfs::target::LocalTarget::new(&out)),
+        &CheckoutOptions::default(),
+        Arc::new(Progress::new()),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let mut found = Model::new();
     let mut stack = vec![out.clone()];
     while let Some(d) = stack.pop() {
@@ -167,8 +174,14 @@ fn run(ops: Vec<Op>, store_url: Option<Backend>) {
         if let Op::Snapshot { branch } = op {
             let opts =
                 CreateOptions { branch: if *branch { "side".into() } else { "main".into() }, ..Default::default() };
-            let out =
-                ccfs::create_version(&repo, &src, &opts, Arc::new(Progress::new()), CancellationToken::new()).unwrap();
+            let out = ccfs::create_version(
+                &repo,
+                Arc::new(ccfs::source::LocalSource::new(&src)),
+                &opts,
+                Arc::new(Progress::new()),
+                CancellationToken::new(),
+            )
+            .unwrap();
             assert_eq!(out.stats.fs_num_files, model.len() as u64);
             assert_eq!(out.stats.fs_total_data, model.values().map(|d| d.len() as u64).sum::<u64>());
             versions.push((out.manifest.version_id.clone(), model.clone()));

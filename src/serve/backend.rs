@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ccfs::catalog::Version;
 use ccfs::ids::VersionId;
+use ccfs::source::LocalSource;
 use ccfs::store::S3Options;
+use ccfs::target::LocalTarget;
 use ccfs::{DirEntryInfo, Error, Repo, Store};
 use control_api::wire::*;
 use control_api::{ApiError, Backend, Download};
@@ -116,6 +118,89 @@ fn one_of(name: &str, v: &Option<String>, allowed: &[&str]) -> Result<(), ApiErr
 
 const MODIFIED: &[&str] = &["modified_keep_newer", "modified_keep_existing", "modified_replace"];
 const ABSENT: &[&str] = &["absent_delete", "absent_archive", "absent_preserve"];
+
+/// A data set to read or write: a directory under the server's data root, or a directory on
+/// an NFS export reached in user space.
+#[derive(Clone)]
+enum DataSet {
+    Local(PathBuf),
+    Nfs(ccfs_nfs::NfsUrl),
+}
+
+impl DataSet {
+    fn display(&self) -> String {
+        match self {
+            DataSet::Local(p) => p.display().to_string(),
+            DataSet::Nfs(u) => u.display(),
+        }
+    }
+
+    fn source(&self) -> ccfs::Result<Arc<dyn ccfs::source::Source>> {
+        match self {
+            DataSet::Local(p) => Ok(Arc::new(LocalSource::new(p))),
+            DataSet::Nfs(u) => crate::nfs::source(u),
+        }
+    }
+
+    fn target(&self) -> ccfs::Result<Arc<dyn ccfs::target::Target>> {
+        match self {
+            DataSet::Local(p) => Ok(Arc::new(LocalTarget::new(p))),
+            DataSet::Nfs(u) => crate::nfs::target(u),
+        }
+    }
+}
+
+/// `nfserver` and `nfsexport`: both or neither; the server as `HOST[:PORT]` (one port for
+/// MOUNT and NFS, as servers without a portmapper use; none: ask the portmapper), the export
+/// an absolute path.
+fn nfs_pair(server: &Option<String>, export: &Option<String>) -> Result<Option<(String, String)>, ApiError> {
+    match (server, export) {
+        (None, None) => Ok(None),
+        (Some(s), Some(e)) => {
+            nfs_url(s, e, "/")?;
+            Ok(Some((s.clone(), e.clone())))
+        }
+        _ => Err(ApiError::bad_request("nfserver and nfsexport must be given together")),
+    }
+}
+
+fn nfs_url(server: &str, export: &str, path: &str) -> Result<ccfs_nfs::NfsUrl, ApiError> {
+    if server.is_empty() || server.contains(['/', '?', '#', '@']) {
+        return Err(ApiError::bad_request(format!("nfserver {server:?}: give HOST or HOST:PORT")));
+    }
+    if !export.starts_with('/') || export.split('/').any(|c| c == "..") {
+        return Err(ApiError::bad_request(format!("nfsexport {export:?}: must be an absolute path without '..'")));
+    }
+    let inner = inside(Path::new(export), path)?;
+    let mut u = ccfs_nfs::NfsUrl::parse(&format!("nfs://{server}{export}"))
+        .map_err(|e| ApiError::bad_request(format!("nfserver/nfsexport: {e}")))?;
+    if let Some(p) = u.nfs_port {
+        u.mount_port = Some(p);
+    }
+    u.export = Some(u.path.clone());
+    u.path = inner.to_string_lossy().into_owned();
+    Ok(u)
+}
+
+/// Mount the export once to say at connect time whether it can be reached.
+fn check_export(server: &str, export: &str) -> Result<(), ApiError> {
+    let mut u = nfs_url(server, export, "/")?;
+    u.attempts = 2;
+    ccfs_nfs::Client::connect(&u)
+        .map(|_| ())
+        .map_err(|e| ApiError::unprocessable(format!("cannot mount {export} from NFS server {server}: {e}")))
+}
+
+/// A path inside an export (a connection's `fs_path` on NFS): absolute, without `..`.
+fn export_path(p: &str) -> Result<String, ApiError> {
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    if !p.starts_with('/') {
+        return Err(ApiError::unprocessable("fs_path must be an absolute path"));
+    }
+    Ok(inside(Path::new("/"), p)?.to_string_lossy().into_owned())
+}
 
 /// A connection's `fs_path`: absolute, without `..`, and inside the server's fs root.
 fn data_set_root(fs_root: &Path, p: &str) -> Result<String, ApiError> {
@@ -372,8 +457,8 @@ impl ServeBackend {
             secret_key: req.secret_key.unwrap_or_default(),
             endpoint: req.endpoint.unwrap_or_default(),
             gc_credentials_filename: req.gc_credentials_filename.unwrap_or_default(),
-            nfserver: String::new(),
-            nfsexport: String::new(),
+            nfserver: req.nfserver.unwrap_or_default(),
+            nfsexport: req.nfsexport.unwrap_or_default(),
             checkout_modified_policy: req.checkout_modified_policy.unwrap_or_default(),
             checkout_absent_policy: req.checkout_absent_policy.unwrap_or_default(),
             store_url,
@@ -422,6 +507,27 @@ impl ServeBackend {
     fn invalidate(&self, r: &str) {
         let prefix = format!("{r}|");
         let _ = self.cache.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
+    }
+
+    /// Where a create reads or a checkout writes: the request's NFS export, else the
+    /// connection's (with its fs_path), else the local data root; `p` inside it.
+    fn data_set(
+        &self,
+        c: &Conn,
+        server: &Option<String>,
+        export: &Option<String>,
+        p: Option<&str>,
+    ) -> Result<DataSet, ApiError> {
+        let p = p.unwrap_or("/");
+        if let Some((s, e)) = nfs_pair(server, export)? {
+            return Ok(DataSet::Nfs(nfs_url(&s, &e, p)?));
+        }
+        if !c.nfserver.is_empty() {
+            let base = if c.fs_path.is_empty() { "/" } else { &c.fs_path };
+            let within = inside(Path::new(base), p)?;
+            return Ok(DataSet::Nfs(nfs_url(&c.nfserver, &c.nfsexport, &within.to_string_lossy())?));
+        }
+        Ok(DataSet::Local(inside(&self.data_root(c), p)?))
     }
 
     fn data_root(&self, c: &Conn) -> PathBuf {
@@ -504,16 +610,16 @@ impl Backend for ServeBackend {
                 return Err(ApiError::unprocessable(format!("hash_type {h:?}: only SHA-256 is supported")));
             }
         }
-        if req.nfserver.is_some() != req.nfsexport.is_some() {
-            return Err(ApiError::bad_request("nfserver and nfsexport must be given together"));
-        }
-        if req.nfserver.is_some() {
-            return Err(ApiError::not_implemented(
-                "NFS data sets (nfserver/nfsexport) are not supported by this server yet",
-            ));
-        }
-        let fs_path =
-            if req.fs_path.is_empty() { String::new() } else { data_set_root(&self.cfg.fs_root, &req.fs_path)? };
+        let fs_path = match nfs_pair(&req.nfserver, &req.nfsexport)? {
+            // The data set is on the export: fs_path is a path inside it.
+            Some((server, export)) => {
+                let fs_path = export_path(&req.fs_path)?;
+                check_export(&server, &export)?;
+                fs_path
+            }
+            None if req.fs_path.is_empty() => String::new(),
+            None => data_set_root(&self.cfg.fs_root, &req.fs_path)?,
+        };
         valid_bucket(&req.bucket_name)?;
         let dir = match req.cloud_service.as_str() {
             "local" => self.cfg.bucket_root.join(&req.bucket_name),
@@ -540,16 +646,13 @@ impl Backend for ServeBackend {
         one_of("checkout_modified_policy", &req.checkout_modified_policy, MODIFIED)?;
         one_of("checkout_absent_policy", &req.checkout_absent_policy, ABSENT)?;
         one_of("direction", &req.direction, &["direction_upload", "direction_download"])?;
-        if req.nfserver.is_some() != req.nfsexport.is_some() {
-            return Err(ApiError::bad_request("nfserver and nfsexport must be given together"));
-        }
-        if req.nfserver.is_some() {
-            return Err(ApiError::not_implemented(
-                "NFS data sets (nfserver/nfsexport) are not supported by this server yet",
-            ));
+        if let Some((server, export)) = nfs_pair(&req.nfserver, &req.nfsexport)? {
+            check_export(&server, &export)?;
+            c.nfserver = server;
+            c.nfsexport = export;
         }
         if let Some(p) = req.fs_path {
-            c.fs_path = data_set_root(&self.cfg.fs_root, &p)?;
+            c.fs_path = if c.nfserver.is_empty() { data_set_root(&self.cfg.fs_root, &p)? } else { export_path(&p)? };
         }
         if let Some(v) = req.name {
             c.name = v;
@@ -879,15 +982,12 @@ impl Backend for ServeBackend {
 
     fn create_version(&self, r: &str, req: CreateRequest) -> Result<OperationStarted, ApiError> {
         let c = self.conn(r)?;
-        if req.nfserver.is_some() {
-            return Err(ApiError::not_implemented(
-                "NFS sources (nfserver/nfsexport) are not supported by this server yet",
-            ));
-        }
         let repo = self.repo(&c)?;
-        let src = inside(&self.data_root(&c), req.fs_src.as_deref().unwrap_or("/"))?;
-        if !src.is_dir() {
-            return Err(ApiError::unprocessable(format!("fs_src {} is not a directory", src.display())));
+        let src = self.data_set(&c, &req.nfserver, &req.nfsexport, req.fs_src.as_deref())?;
+        if let DataSet::Local(p) = &src {
+            if !p.is_dir() {
+                return Err(ApiError::unprocessable(format!("fs_src {} is not a directory", p.display())));
+            }
         }
         let branch = req.branch.unwrap_or_else(|| "main".into());
         ccfs::ids::validate_branch(&branch).map_err(api_err)?;
@@ -899,7 +999,7 @@ impl Backend for ServeBackend {
             branch,
             parent,
             no_parent: false,
-            desc: req.version_desc.unwrap_or_else(|| src.display().to_string()),
+            desc: req.version_desc.unwrap_or_else(|| src.display()),
             threads: req.threads.unwrap_or(0) as usize,
             lease_ttl: ccfs::lease::DEFAULT_TTL,
         };
@@ -909,10 +1009,10 @@ impl Backend for ServeBackend {
         let (id, uuid) = self
             .ops
             .start("scan", r, desc, req.progressrate, move |p, cancel| {
-                let out = ccfs::create_version(&repo, &src, &opts, p, cancel)?;
+                let out = ccfs::create_version(&repo, src.source()?, &opts, p, cancel)?;
                 let prefix = format!("{r2}|");
                 let _ = cache.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
-                Ok(json!({"status": "OK", "version_id": out.manifest.version_id.to_string(), "workdir": src.display().to_string(),
+                Ok(json!({"status": "OK", "version_id": out.manifest.version_id.to_string(), "workdir": src.display(),
                           "num_skipped": out.stats.skipped.len()}))
             })
             .map_err(db_err)?;
@@ -921,11 +1021,6 @@ impl Backend for ServeBackend {
 
     fn checkout(&self, r: &str, req: CheckoutRequest) -> Result<CheckoutStarted, ApiError> {
         let c = self.conn(r)?;
-        if req.nfserver.is_some() {
-            return Err(ApiError::not_implemented(
-                "NFS targets (nfserver/nfsexport) are not supported by this server yet",
-            ));
-        }
         one_of("checkout_modified_policy", &req.checkout_modified_policy, MODIFIED)?;
         one_of("checkout_absent_policy", &req.checkout_absent_policy, ABSENT)?;
         // The request's policies, else the connection's, else the defaults (replace, preserve).
@@ -949,7 +1044,7 @@ impl Backend for ServeBackend {
         };
         let repo = self.repo(&c)?;
         let m = self.resolve_version(&repo, req.version_id.as_deref(), req.branch.as_deref())?;
-        let dest = inside(&self.data_root(&c), req.fs_dest.as_deref().unwrap_or("/"))?;
+        let dest = self.data_set(&c, &req.nfserver, &req.nfsexport, req.fs_dest.as_deref())?;
         let v = Version::new(repo, m.clone());
         v.lookup(path.as_deref().unwrap_or(b"/")).map_err(api_err)?;
         let opts = ccfs::CheckoutOptions { path, threads: req.threads.unwrap_or(0) as usize, modified, absent };
@@ -958,15 +1053,15 @@ impl Backend for ServeBackend {
         let (id, uuid) = self
             .ops
             .start("checkout", r, desc, req.progressrate, move |p, cancel| {
-                let out = ccfs::checkout(&v, &d2, &opts, p, cancel)?;
-                Ok(json!({"status": "OK", "fs_dest": d2.display().to_string(), "files": out.files, "dirs": out.dirs,
+                let out = ccfs::checkout(&v, d2.target()?, &opts, p, cancel)?;
+                Ok(json!({"status": "OK", "fs_dest": d2.display(), "files": out.files, "dirs": out.dirs,
                           "bytes": out.bytes, "unchanged": out.unchanged, "kept": out.kept, "deleted": out.deleted,
                           "archived": out.archived, "archive_dir": out.archive_dir,
                           "num_skipped": out.skipped.len(), "ownership_skipped": out.ownership_skipped}))
             })
             .map_err(db_err)?;
         Ok(CheckoutStarted {
-            fs_dest: dest.display().to_string(),
+            fs_dest: dest.display(),
             version_id: m.version_id.to_string(),
             status: "ok".into(),
             pid: std::process::id(),

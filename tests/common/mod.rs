@@ -2,6 +2,8 @@
 //! with every kind of entry, and comparing two trees by content and metadata.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
