@@ -56,15 +56,17 @@ time_create() { # source → seconds
   rm -rf "$WORK/store"; "$CCFS" --store "$WORK/store" store init > /dev/null || exit 1
   drop
   local t0; t0=$(now)
-  "$CCFS" --store "$WORK/store" version create "$1" > "$WORK/create.out" 2>&1 || { cat "$WORK/create.out" >&2; exit 1; }
+  if ! "$CCFS" --store "$WORK/store" version create "$1" > "$WORK/create.out" 2>&1; then
+    echo "create from $1 failed or skipped files:" >&2; cat "$WORK/create.out" >&2; return 1
+  fi
   echo "$(now) - $t0" | bc
 }
 median() { tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 LOCAL=() NFS=()
 for i in $(seq 1 "$ITERS"); do
-  l=$(time_create "$WORK/export/data"); LOCAL+=("$l")
-  n=$(time_create "nfs://127.0.0.1/export/data?port=$PORT"); NFS+=("$n")
+  l=$(time_create "$WORK/export/data") || exit 1; LOCAL+=("$l")
+  n=$(time_create "nfs://127.0.0.1/export/data?port=$PORT") || exit 1; NFS+=("$n")
   log "iteration $i: local ${l}s, NFS ${n}s"
 done
 L=$(echo "${LOCAL[*]}" | median) N=$(echo "${NFS[*]}" | median)

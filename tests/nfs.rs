@@ -126,6 +126,11 @@ fn round_trip_through_nfs_both_ways() {
     let (exp_a, exp_b, store) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("store"));
     let src = exp_a.join("data/src");
     make_rich_tree(&src);
+    // a directory that takes several READDIRPLUS replies (this server loses the cookie of a
+    // reply cut short: the client lists it again with more room)
+    for i in 0..3000 {
+        write(&src.join(format!("flat/a-file-with-a-longish-name-{i:05}.txt")), format!("{i}").as_bytes());
+    }
     std::fs::create_dir_all(&exp_b).unwrap();
     let Some(a) = Nfs::start(&exp_a) else { return };
     let Some(b) = Nfs::start(&exp_b) else { return };

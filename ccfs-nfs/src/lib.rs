@@ -514,6 +514,18 @@ impl Client {
     /// # Errors
     /// As [`Client::getattr`].
     pub fn readdirplus(&self, dir: &Fh) -> io::Result<Vec<DirEntry>> {
+        // A cookie some servers lose when a reply is cut short (NFS3ERR_BAD_COOKIE): list again
+        // from the start with room for more entries per reply.
+        let mut room = 1u32;
+        loop {
+            match self.readdirplus_once(dir, room) {
+                Err(e) if e.to_string().contains("BAD_COOKIE") && room < 64 => room *= 4,
+                r => return r,
+            }
+        }
+    }
+
+    fn readdirplus_once(&self, dir: &Fh, room: u32) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         let mut cookie = 0u64;
         let mut verf = [0u8; 8];
@@ -525,8 +537,8 @@ impl Client {
                     dir: d.wire(),
                     cookie,
                     cookieverf: p::cookieverf3(verf),
-                    dircount: 64 * 1024,
-                    maxcount: 512 * 1024,
+                    dircount: room * 128 * 1024,
+                    maxcount: room * 512 * 1024,
                 };
                 Ok(status(run(c.readdirplus(&args))?).map(|ok| {
                     let entries: Vec<_> = ok
