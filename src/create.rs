@@ -241,9 +241,12 @@ pub fn create_version(
     } else {
         repo.latest(&opts.branch)?
     };
-    // Files changed less than this before the parent's scan may have changed again within
-    // the same timestamp tick: read them again.
-    let reuse_before = parent.as_ref().map_or(0, |m| m.scan_start_micros.saturating_sub(RACY_MARGIN_MICROS));
+    // Files changed less than the source's timestamp margin before the parent's scan may have
+    // changed again within the same timestamp tick: read them again.
+    let parent_scan = parent.as_ref().map_or(0, |m| m.scan_start_micros);
+    let reuse_before = parent_scan.saturating_sub(src.timestamp_margin_micros());
+    // File systems that keep whole seconds (or coarser: FAT's two) get a wider margin.
+    let reuse_before_coarse = parent_scan.saturating_sub(COARSE_MARGIN_MICROS);
     let parent_root: Option<Entry> = match &parent {
         Some(m) => repo.tree(&m.root)?.entries.first().cloned(),
         None => None,
@@ -311,7 +314,14 @@ pub fn create_version(
         std::thread::Builder::new()
             .name("ccfs-walk".into())
             .spawn(move || {
-                let mut w = Walker { ctx: &ctx, tx: &tx, jobs: job_tx, links: HashMap::new(), reuse_before };
+                let mut w = Walker {
+                    ctx: &ctx,
+                    tx: &tx,
+                    jobs: job_tx,
+                    links: HashMap::new(),
+                    reuse_before,
+                    reuse_before_coarse,
+                };
                 if let Err(e) = w.walk_root(root, parent_root) {
                     let _ = tx.send(Event::Failed(e));
                 }
@@ -347,8 +357,9 @@ pub fn create_version(
     commit(&ctx, opts, parent.as_deref(), catalog, (push_start, scan_start_micros), stats)
 }
 
-/// Kernel file timestamps are coarse (one clock tick); one second is a safe margin.
-const RACY_MARGIN_MICROS: u64 = 1_000_000;
+/// The margin for entries whose timestamps are whole seconds (file systems with one- or
+/// two-second granularity).
+const COARSE_MARGIN_MICROS: u64 = 3_000_000;
 /// Threads fetching the parent version's trees ahead of the walk.
 const PREFETCH_THREADS: usize = 8;
 /// Packs being uploaded at once (each up to the pack size in memory).
@@ -542,6 +553,8 @@ struct Walker<'a> {
     links: HashMap<u64, ()>,
     /// Only files whose ctime is before this (Unix µs) may be reused from the parent.
     reuse_before: u64,
+    /// The same for entries whose times have no sub-second part.
+    reuse_before_coarse: u64,
 }
 
 impl Walker<'_> {
@@ -563,7 +576,8 @@ impl Walker<'_> {
     /// that an equal ctime now means nothing changed since (timestamps are coarse).
     fn settled(&self, o: &Entry) -> bool {
         let ctime_micros = (o.ctime.sec.max(0) as u64) * 1_000_000 + o.ctime.nsec as u64 / 1000;
-        ctime_micros < self.reuse_before
+        let coarse = o.ctime.nsec == 0 && o.mtime.nsec == 0;
+        ctime_micros < if coarse { self.reuse_before_coarse } else { self.reuse_before }
     }
 
     fn parent_tree(&self, parent: Option<&Entry>) -> Result<Option<Arc<Tree>>> {

@@ -37,7 +37,9 @@ impl Default for InitOptions {
             block_size_kb: 512,
             chunking: Chunking::Fastcdc,
             compression: CompressionMethod::Auto,
-            zstd_level: 3,
+            // Level 2 on the shared dataset's 512 KiB blocks: 0.65% larger store than level 3,
+            // 12% less create CPU (text blocks: 148.0 MB vs 144.3 MB; user time 4.0 s vs 4.6 s).
+            zstd_level: 2,
             pack_size_mb: 8,
             force: false,
         }

@@ -38,6 +38,13 @@ pub trait Source: Send + Sync {
     fn xattrs(&self, rel: &[u8]) -> Vec<Xattr>;
     /// Open regular file `rel` (listed as `e`) for reading.
     fn open(&self, rel: &[u8], e: &Entry) -> io::Result<Box<dyn SourceFile>>;
+    /// How long before a scan a file's ctime must lie for an unchanged (size, mtime, ctime,
+    /// inode) to prove the file unchanged at the next scan: at least one tick of the clock that
+    /// stamps the source's ctimes, plus any skew between that clock and ours. The default,
+    /// one second, suits remote file systems whose server clock is not ours.
+    fn timestamp_margin_micros(&self) -> u64 {
+        1_000_000
+    }
 }
 
 /// An open file of a source, read front to back (with seeks over holes).
@@ -169,6 +176,13 @@ impl Source for LocalSource {
 
     fn xattrs(&self, rel: &[u8]) -> Vec<Xattr> {
         fsmeta::read_xattrs(&self.path(rel))
+    }
+
+    /// Linux stamps ctimes from its coarse clock, which advances once per tick (at most 10 ms
+    /// at HZ=100; finer with multigrain timestamps), and it is the same clock as ours: 100 ms
+    /// is ten ticks. Entries with whole-second times get a wider margin in the engine.
+    fn timestamp_margin_micros(&self) -> u64 {
+        100_000
     }
 
     fn open(&self, rel: &[u8], _e: &Entry) -> io::Result<Box<dyn SourceFile>> {

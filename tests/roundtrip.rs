@@ -101,9 +101,9 @@ fn unchanged_recreate_writes_no_data_and_reads_nothing() {
     let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
     make_rich_tree(&src);
     init(&store, &[]);
-    // Files changed within a second of a scan are read again next time (timestamps are coarse);
+    // Files changed within 100 ms of a scan are read again next time (timestamps are coarse);
     // let the fresh tree settle so the second create can trust it.
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(150));
     ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
     let packs = objects_under(&store, "packs");
     let second = ccfs_json(&store, &["version", "create", src.to_str().unwrap()]);
@@ -122,7 +122,7 @@ fn unchanged_recreate_writes_no_data_and_reads_nothing() {
     set_mtime(&src.join("small.txt"), 1_600_000_000, 123_456_789);
     let sneaky = ccfs_json(&store, &["version", "create", src.to_str().unwrap()]);
     assert!(sneaky["stats"]["diff_num_files"].as_u64().unwrap() >= 1);
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(150));
     ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
 
     // a changed file is read again, and only its directory chain gets new trees
@@ -364,7 +364,7 @@ fn unchanged_recreate_reads_no_index() {
     write(&src.join("a/b.txt"), b"b");
     write(&src.join("c.bin"), &random_bytes(1 << 20, 3));
     init(&store, &[]);
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(150));
     ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
     for idx in objects_under(&store, "index") {
         std::fs::write(idx, b"garbage").unwrap();

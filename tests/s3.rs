@@ -53,7 +53,7 @@ fn round_trip_incremental_checkout_and_delete_on_s3() {
     let src = tmp.path().join("src");
     make_rich_tree(&src);
     s3_ok(&url, &["store", "init"]);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::thread::sleep(std::time::Duration::from_millis(150));
     let first = s3_ok(&url, &["version", "create", src.to_str().unwrap()]);
     let second = s3_ok(&url, &["version", "create", src.to_str().unwrap()]);
     assert_eq!(second["stats"]["new_blocks"], 0, "unchanged re-create stores nothing new");
