@@ -36,7 +36,7 @@ SUFFIX=$([ $QUICK = 1 ] && echo "-quick" || echo "")
 CSV=$ROOT/bench/results/$DATE$SUFFIX.csv
 MD=$ROOT/bench/results/$DATE$SUFFIX.md
 mkdir -p "$WORK" "$CACHE" "$ROOT/bench/results"
-log() { printf '\n==> %s\n' "$*" >&2; }
+. "$ROOT/scripts/lib.sh"
 
 # --- tools ---------------------------------------------------------------------------------
 need=()
@@ -59,17 +59,10 @@ if [ $ALL = 1 ]; then
   export PATH=$PEERS/bin:$PATH
   TOOLS="$TOOLS rustic bupstash"
 fi
-log "building ccfs (release)"
-(cd "$ROOT" && cargo build --release -q --bin ccfs) || exit 1
-CCFS=$ROOT/target/release/ccfs
+build_ccfs || exit 1
 
 # --- dataset -------------------------------------------------------------------------------
-PRISTINE=$CACHE/pristine
-if [ ! -f "$PRISTINE/.complete" ]; then
-  log "generating the shared dataset (about 40 s)"
-  rm -rf "$PRISTINE"
-  python3 "$SHARED/gen_dataset.py" generate "$PRISTINE" >&2 && touch "$PRISTINE/.complete" || exit 1
-fi
+shared_dataset "$CACHE" || exit 1
 SRC=$PRISTINE
 if [ $QUICK = 1 ]; then
   SRC=$CACHE/quick

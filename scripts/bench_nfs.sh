@@ -22,23 +22,12 @@ WORK=${WORK:-/tmp/ccfs-bench-nfs}
 CACHE=${BENCH_CACHE:-/tmp/ccfs-bench-cache}
 TOOLS_CACHE=${CCFS_TOOLS_CACHE:-$HOME/.cache/ccfs-tools}
 MD=$ROOT/bench/results/$(date -u +%Y-%m-%d)-nfs$([ $QUICK = 1 ] && echo "-quick").md
-log() { printf '\n==> %s\n' "$*" >&2; }
+. "$ROOT/scripts/lib.sh"
 
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
-if [ ! -x "$TOOLS_CACHE/bin/cargo-nfs3-server" ]; then
-  log "building cargo-nfs3-server (once, about a minute)"
-  cargo install -q cargo-nfs3-server --version 0.2.3 --locked --root "$TOOLS_CACHE" || exit 1
-fi
-log "building ccfs (release)"
-(cd "$ROOT" && cargo build --release -q --bin ccfs) || exit 1
-CCFS=$ROOT/target/release/ccfs
-
-PRISTINE=$CACHE/pristine
-if [ ! -f "$PRISTINE/.complete" ]; then
-  log "generating the shared dataset (about 40 s)"
-  rm -rf "$PRISTINE"
-  python3 "$SHARED/gen_dataset.py" generate "$PRISTINE" >&2 && touch "$PRISTINE/.complete" || exit 1
-fi
+install_nfs_server "$TOOLS_CACHE" || exit 1
+build_ccfs || exit 1
+shared_dataset "$CACHE" || exit 1
 rm -rf "$WORK"; mkdir -p "$WORK/export"
 cp -a "$PRISTINE" "$WORK/export/data" && rm -f "$WORK/export/data/.complete"
 if [ $QUICK = 1 ]; then rm -f "$WORK/export/data/large/rand_a.bin" "$WORK/export/data/large/text_b.txt"; fi

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> %s\n' "$*"; }
+. scripts/lib.sh
 
 # System packages the tests use: setpriv (util-linux) to run as an unprivileged user,
 # fuse3 for the FUSE mount tests.
@@ -74,10 +74,7 @@ export CCFS_TEST_S3V4_ENDPOINT="http://127.0.0.1:$S3S_PORT" CCFS_TEST_S3V4_DIR="
 # A userspace NFSv3 server (MOUNT and NFS on one port, no portmapper, no kernel support): the
 # NFS tests start their own instances on free ports. Built once per machine (about a minute).
 log "test servers: userspace NFSv3 (cargo-nfs3-server)"
-if [ ! -x "$TOOLS_CACHE/bin/cargo-nfs3-server" ]; then
-  cargo install -q cargo-nfs3-server --version 0.2.3 --locked --root "$TOOLS_CACHE" \
-    || cargo install -q cargo-nfs3-server --version 0.2.3 --root "$TOOLS_CACHE" || exit 1
-fi
+install_nfs_server "$TOOLS_CACHE" || exit 1
 export CCFS_TEST_NFS_SERVER="$TOOLS_CACHE/bin/cargo-nfs3-server"
 
 log "tests"

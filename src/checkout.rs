@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::format::{Entry, EntryKind, Piece};
 use crate::ids::BlockId;
 use crate::progress::{add, Progress};
-use crate::source::child;
+use crate::source::{child, open_error, split};
 use crate::target::Target;
 
 /// What to do with an entry that exists in the target and differs from the version.
@@ -195,14 +195,7 @@ pub fn checkout(
 ) -> Result<CheckoutOutcome> {
     let sub = opts.path.clone().unwrap_or_else(|| b"/".to_vec());
     let start = version.lookup(&sub)?;
-    target.prepare_root().map_err(|e| {
-        let msg = format!("checkout target {}: {e}", target.display(b""));
-        if crate::source::fs_gone(&e) {
-            Error::FsUnavailable(msg)
-        } else {
-            Error::InvalidArgument(msg)
-        }
-    })?;
+    target.prepare_root().map_err(|e| open_error(&format!("checkout target {}", target.display(b"")), &e))?;
     let version = Version::new(version.repo.with_progress(progress.clone()), version.manifest.clone());
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let shared = Arc::new(Shared {
@@ -358,8 +351,7 @@ impl Restorer<'_> {
                 },
                 AbsentPolicy::AbsentArchive => {
                     let to = child(&s.archive, &rel);
-                    let parent = &to[..to.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-                    match t.mkdir_all(parent).and_then(|_| t.rename(&rel, &to)) {
+                    match t.mkdir_all(split(&to).0).and_then(|_| t.rename(&rel, &to)) {
                         Ok(()) => s.count(|c| c.archived += 1),
                         Err(err) => s.io_error(&rel, "cannot archive absent entry", err),
                     }
@@ -527,8 +519,7 @@ fn restore_file(shared: &Shared, rel: &[u8], e: &Entry) {
             }
         }
     }
-    let dir = &rel[..rel.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-    let tmp = child(dir, format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()).as_bytes());
+    let tmp = child(split(rel).0, format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()).as_bytes());
     let io = |what: &'static str, err: std::io::Error| (what, err);
     let res = (|| -> Result<(), Failure> {
         let mut f = t.create_new(&tmp).map_err(|err| Failure::Io(io("cannot create", err)))?;

@@ -32,7 +32,7 @@ use crate::ids::{validate_branch, BlockId, PackKind, TreeId, VersionId};
 use crate::pack::{compress, PackWriter, Uploader};
 use crate::progress::{add, Progress};
 use crate::repo::Repo;
-use crate::source::{child, fs_gone, Listed, Source, SourceFile};
+use crate::source::{child, fs_gone, open_error, Listed, Source, SourceFile};
 
 /// Options of a version create.
 #[derive(Clone, Debug)]
@@ -691,11 +691,7 @@ impl Walker<'_> {
 
 /// The source's root cannot be read: gone (as for [`fs_gone`]) or a bad argument.
 fn source_error(src: &dyn Source, e: std::io::Error) -> Error {
-    if fs_gone(&e) {
-        source_failed(src, b"", e)
-    } else {
-        Error::InvalidArgument(format!("source {}: {e}", src.display(b"")))
-    }
+    open_error(&format!("source {}", src.display(b"")), &e)
 }
 
 fn source_failed(src: &dyn Source, rel: &[u8], e: std::io::Error) -> Error {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use ccfs::format::{Entry, EntryKind, Timestamp, Xattr};
 use ccfs::fsmeta::ApplyNotes;
-use ccfs::source::{child, open_error, Listed, Source, SourceFile};
+use ccfs::source::{child, open_error, split, Listed, Source, SourceFile};
 use ccfs::target::{Target, TargetFile};
 use ccfs_nfs::{Attr, Client, Fh, Kind, NfsUrl, Reader, SetAttr, Writer};
 
@@ -61,13 +61,6 @@ fn show(url: &str, rel: &[u8]) -> String {
         url.to_string()
     } else {
         format!("{}/{}", url.trim_end_matches('/'), String::from_utf8_lossy(rel))
-    }
-}
-
-fn split(rel: &[u8]) -> (&[u8], &[u8]) {
-    match rel.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&rel[..i], &rel[i + 1..]),
-        None => (&[], rel),
     }
 }
 

@@ -92,6 +92,15 @@ pub fn open_error(what: &str, e: &io::Error) -> crate::Error {
     }
 }
 
+/// Split a relative path into its parent and its last name (`b"a/b/c"` → `(b"a/b", b"c")`;
+/// a top-level name has the root, `b""`, as parent).
+pub fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
 /// Join a relative path and a name.
 pub fn child(rel: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(rel.len() + 1 + name.len());

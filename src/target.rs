@@ -97,7 +97,7 @@ impl Target for LocalTarget {
 
     fn stat(&self, rel: &[u8]) -> io::Result<Option<Entry>> {
         match std::fs::symlink_metadata(self.path(rel)) {
-            Ok(md) => Ok(Some(fsmeta::entry_from_metadata(rel.rsplit(|&b| b == b'/').next().unwrap_or(rel), &md))),
+            Ok(md) => Ok(Some(fsmeta::entry_from_metadata(crate::source::split(rel).1, &md))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -248,6 +248,24 @@ fn slow_tree(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Run `ccfs ARGS --threads 2` with store faults `faults`, stop the NFS server `after_ms` into
+/// it, and return what the command printed.
+fn stop_server_during(srv: &mut Nfs, after_ms: u64, store: &Path, faults: &str, args: &[&str]) -> Output {
+    let child = Command::new(bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .args(["--threads", "2"])
+        .env("CCFS_FAULTS", faults)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(after_ms));
+    srv.stop();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_server_that_goes_away_fails_the_operation_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -257,18 +275,8 @@ fn a_server_that_goes_away_fails_the_operation_cleanly() {
     ccfs_ok(&store, &["store", "init"]);
 
     // create: the server is stopped while packs are still being written
-    let child = Command::new(bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["version", "create", &srv.url("/src"), "--threads", "2"])
-        .env("CCFS_FAULTS", "delay_ms=1000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
-    srv.stop();
-    let out = child.wait_with_output().unwrap();
+    let url = srv.url("/src");
+    let out = stop_server_during(&mut srv, 1200, &store, "delay_ms=1000", &["version", "create", &url]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "create survived a dead server: {err}");
     assert!(err.contains("file system unavailable") && err.contains("NFS server"), "{err}");
@@ -277,18 +285,14 @@ fn a_server_that_goes_away_fails_the_operation_cleanly() {
     // a good version, then a checkout to the export whose server dies half way
     ccfs_ok(&store, &["version", "create", exp.join("src").to_str().unwrap()]);
     let Some(mut srv) = Nfs::start(&exp) else { return };
-    let child = Command::new(bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["version", "checkout", "latest", "--to", &srv.url("/out"), "--threads", "2"])
-        .env("CCFS_FAULTS", "read_delay_ms=100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    srv.stop();
-    let out = child.wait_with_output().unwrap();
+    let url = srv.url("/out");
+    let out = stop_server_during(
+        &mut srv,
+        1000,
+        &store,
+        "read_delay_ms=100",
+        &["version", "checkout", "latest", "--to", &url],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "checkout survived a dead server: {err}");
     assert!(err.contains("file system unavailable"), "{err}");

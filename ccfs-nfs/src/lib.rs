@@ -547,10 +547,7 @@ impl Client {
                         .into_inner()
                         .into_iter()
                         .map(|e| {
-                            let fh = match e.name_handle {
-                                Nfs3Option::Some(h) => Some(Fh(h.data.to_vec())),
-                                Nfs3Option::None => None,
-                            };
+                            let fh = post_op_fh(e.name_handle);
                             let attr = match e.name_attributes {
                                 Nfs3Option::Some(a) => Some(Attr::from(&a)),
                                 Nfs3Option::None => None,
@@ -648,16 +645,10 @@ impl Client {
             // A retry after a lost reply finds the file its first attempt made.
             Ok(match r {
                 Err(e) if attempt > 0 && e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
-                r => r.map(|ok| match ok.obj {
-                    Nfs3Option::Some(h) => Some(Fh(h.data.to_vec())),
-                    Nfs3Option::None => None,
-                }),
+                r => r.map(|ok| post_op_fh(ok.obj)),
             })
         })?;
-        match r {
-            Some(fh) => Ok(fh),
-            None => self.lookup(dir, name)?.map(|(fh, _)| fh).ok_or_else(|| io::Error::other("created file vanished")),
-        }
+        self.made(dir, name, r)
     }
 
     /// Make directory `name` in `dir`.
@@ -673,15 +664,20 @@ impl Client {
             };
             Ok(match status(run(c.mkdir(&args))?) {
                 Err(e) if attempt > 0 && e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
-                r => r.map(|ok| match ok.obj {
-                    Nfs3Option::Some(h) => Some(Fh(h.data.to_vec())),
-                    Nfs3Option::None => None,
-                }),
+                r => r.map(|ok| post_op_fh(ok.obj)),
             })
         })?;
-        match r {
+        self.made(dir, name, r)
+    }
+
+    /// The handle of what CREATE or MKDIR just made: from the reply, else (a server that left
+    /// it out, or a retry that found the first attempt's) by LOOKUP.
+    fn made(&self, dir: &Fh, name: &[u8], fh: Option<Fh>) -> io::Result<Fh> {
+        match fh {
             Some(fh) => Ok(fh),
-            None => self.lookup(dir, name)?.map(|(fh, _)| fh).ok_or_else(|| io::Error::other("new directory vanished")),
+            None => self.lookup(dir, name)?.map(|(fh, _)| fh).ok_or_else(|| {
+                io::Error::other(format!("{} vanished right after it was made", String::from_utf8_lossy(name)))
+            }),
         }
     }
 
@@ -794,6 +790,13 @@ impl Client {
             let args = p::SETATTR3args { object: fh.wire(), new_attributes: set.wire(), guard: Nfs3Option::None };
             Ok(status(run(c.setattr(&args))?).map(|_| ()))
         })
+    }
+}
+
+fn post_op_fh(h: p::post_op_fh3) -> Option<Fh> {
+    match h {
+        Nfs3Option::Some(h) => Some(Fh(h.data.to_vec())),
+        Nfs3Option::None => None,
     }
 }
 
