@@ -5,8 +5,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use ccfs::chunker::{chunk_slice, ChunkParams};
-use ccfs::format::{Chunking, CompressionMethod, Entry, EntryKind, Timestamp, Tree};
-use ccfs::ids::{BlockId, PackKind};
+use ccfs::format::{BlockRef, Chunking, Codec, CompressionMethod, Entry, EntryKind, Loc, Piece, Timestamp, Tree};
+use ccfs::ids::{BlockId, PackId, PackKind};
 use ccfs::pack::{compress, PackWriter, Uploader};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -117,23 +117,31 @@ fn sample_tree(n: usize) -> Tree {
             rdev: 0,
             target: vec![],
             xattrs: vec![],
-            content: vec![],
+            content: vec![Piece::Block(BlockRef {
+                id: BlockId::of(&i.to_le_bytes()),
+                raw_len: 4096,
+                loc: Loc { pack: PackId([1; 16]), offset: i as u32 * 2000, len: 2000, codec: Codec::Zstd },
+            })],
             subtree: None,
             link_group: None,
         })
         .collect();
-    Tree { entries }
+    Tree { entries, base: None }
 }
 
 fn catalog(c: &mut Criterion) {
     let tree = sample_tree(10_000);
-    let raw = ccfs::codec::encode_raw(&tree);
     let mut g = c.benchmark_group("catalog");
     g.throughput(Throughput::Elements(10_000));
-    g.bench_function("encode_tree_10k_entries", |b| b.iter(|| ccfs::codec::encode_raw(black_box(&tree))));
-    g.bench_function("decode_tree_10k_entries", |b| {
-        b.iter(|| ccfs::codec::decode_raw::<Tree>(black_box(&raw), "bench").unwrap())
-    });
+    for (name, version) in [("columns", 2), ("bincode", 1)] {
+        let raw = ccfs::codec::encode_tree(&tree, version);
+        g.bench_function(format!("encode_tree_10k_entries_{name}"), |b| {
+            b.iter(|| ccfs::codec::encode_tree(black_box(&tree), version))
+        });
+        g.bench_function(format!("decode_tree_10k_entries_{name}"), |b| {
+            b.iter(|| ccfs::codec::decode_tree(black_box(&raw), "bench").unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -351,7 +351,8 @@ impl Walk<'_> {
             match self.inv.tree(self.repo, r) {
                 Err(_) => true,
                 Ok(t) => {
-                    let mut bad = false;
+                    // A delta's base was read to build `t`; its pack is still checked.
+                    let mut bad = t.base.is_some_and(|b| self.fault(PackKind::Tree, &b.id.0, &b.loc).is_some());
                     for e in &t.entries {
                         for p in &e.content {
                             if let Piece::Block(b) = p {

@@ -1,7 +1,9 @@
 //! The one place that turns format types into bytes and back.
 //!
-//! Binary objects (trees, indexes, pack trailers) are bincode 2 (serde, standard config:
-//! little-endian, varint integers) of the types in [`crate::format`]. Every stand-alone binary
+//! Trees are written in the columnar encoding of [`tree`] (format version 2) or, in stores of
+//! format version 1, as bincode; both are read. Indexes and pack trailers are bincode 2 (serde,
+//! standard config: little-endian, varint integers) of the types in [`crate::format`]; their
+//! encoding has not changed since format version 1. Every stand-alone binary
 //! object starts with an 8-byte header `CCFS` + kind byte + format byte + 2 reserved zero bytes,
 //! then a zstd frame of the bincode bytes. Blobs inside packs (blocks, trees) have no header:
 //! their pack location carries the codec. Replacing bincode means touching only this module and
@@ -10,9 +12,15 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::FORMAT_VERSION;
+use crate::format::{Tree, FORMAT_VERSION};
+
+pub mod tree;
 
 const MAGIC: &[u8; 4] = b"CCFS";
+/// Format byte of stand-alone objects: the version that defined their encoding. Indexes and
+/// trailers are unchanged since version 1, so stores of version 1 stay readable by the code
+/// that wrote them.
+const OBJECT_FORMAT: u8 = 1;
 
 /// Kinds of stand-alone binary objects, written in their header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +58,7 @@ pub fn encode_object<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() / 2 + 8);
     out.extend_from_slice(MAGIC);
     out.push(kind as u8);
-    out.push(FORMAT_VERSION as u8);
+    out.push(OBJECT_FORMAT);
     out.extend_from_slice(&[0, 0]);
     let compressed = zstd::bulk::compress(&raw, 3).expect("zstd compression of a memory buffer cannot fail");
     out.extend_from_slice(&compressed);
@@ -73,6 +81,28 @@ pub fn decode_object<T: DeserializeOwned>(kind: ObjectKind, bytes: &[u8], what: 
     }
     let raw = decompress(&bytes[8..], usize::MAX, what)?;
     decode_raw(&raw, what)
+}
+
+/// Encode a tree as a store of `format_version` reads it (what its id hashes).
+pub fn encode_tree(value: &Tree, format_version: u32) -> Vec<u8> {
+    if format_version >= 2 {
+        tree::encode(value)
+    } else {
+        encode_raw(value)
+    }
+}
+
+/// Decode a tree in either encoding (full, or in version 2 also a delta); `what` names the
+/// object in errors.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes are not a complete encoding of a tree.
+pub fn decode_tree(bytes: &[u8], what: &str) -> Result<tree::StoredTree> {
+    if bytes.first() == Some(&tree::MAGIC) {
+        tree::decode(bytes, what)
+    } else {
+        decode_raw(bytes, what).map(tree::StoredTree::Full)
+    }
 }
 
 /// Decompress a zstd frame, refusing output larger than `limit`.

@@ -26,7 +26,7 @@ use crate::chunker::{chunk_stream, ChunkParams};
 use crate::codec::{self, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::{
-    BlobEntry, BlockRef, Entry, EntryKind, IndexFile, Loc, Manifest, Piece, Tree, TreeRef, VersionStats, FORMAT_VERSION,
+    BlobEntry, BlockRef, Entry, EntryKind, IndexFile, Loc, Manifest, Piece, Tree, TreeDelta, TreeRef, VersionStats,
 };
 use crate::ids::{validate_branch, BlockId, PackKind, TreeId, VersionId};
 use crate::pack::{compress, PackWriter, Uploader};
@@ -347,7 +347,8 @@ pub fn create_version(
     };
 
     // The catalog: a tree holding the root directory's entry.
-    let (catalog, _) = write_tree(&ctx, &Tree { entries: vec![root_entry] }, parent.as_ref().map(|m| m.root))?;
+    let (catalog, _) =
+        write_tree(&ctx, &Tree { entries: vec![root_entry], base: None }, parent.as_ref().map(|m| m.root))?;
     ctx.data.flush()?;
     ctx.trees.flush()?;
     uploader.finish()?;
@@ -413,7 +414,7 @@ fn commit(
     for micros in start..start + 1000 {
         let version_id = VersionId { bucket: store.bucket().to_string(), branch: opts.branch.clone(), micros };
         let manifest = Manifest {
-            format_version: FORMAT_VERSION,
+            format_version: ctx.repo.config().format_version,
             version_id: version_id.clone(),
             version_uid: uid.clone(),
             ccfs_srv_uid: ctx.repo.config().store_uuid.clone(),
@@ -443,7 +444,16 @@ fn commit(
 /// Encode a tree and store it unless the store has it already; says whether it was new. A tree
 /// equal to the parent version's (`prev`) is that tree: no lookup needed.
 fn write_tree(ctx: &Ctx, tree: &Tree, prev: Option<TreeRef>) -> Result<(TreeRef, bool)> {
-    let raw = codec::encode_raw(tree);
+    let format = ctx.repo.config().format_version;
+    let raw = match prev.filter(|_| format >= 2).map(|p| (p, encode_against(ctx, tree, p))) {
+        Some((p, Ok(None))) => return Ok((p, false)),
+        Some((_, Ok(Some(raw)))) => raw,
+        Some((p, Err(e))) => {
+            tracing::warn!(tree = %p.id, error = %e, "parent version's tree unreadable: writing the directory in full");
+            codec::encode_tree(tree, format)
+        }
+        None => codec::encode_tree(tree, format),
+    };
     let id = TreeId::of(&raw);
     if let Some(p) = prev.filter(|p| p.id == id) {
         return Ok((p, false));
@@ -455,6 +465,31 @@ fn write_tree(ctx: &Ctx, tree: &Tree, prev: Option<TreeRef>) -> Result<(TreeRef,
         ctx.trees.add(id.0, raw_len, codec, &stored)
     })?;
     Ok((TreeRef { id, raw_len, loc }, wrote))
+}
+
+/// Smallest directory (in [`Tree::cost`] units) worth storing as a delta: below it, the second
+/// read a delta costs outweighs the bytes it saves.
+const MIN_DELTA_TREE_COST: usize = 64;
+
+/// How to store `tree` given its parent version's tree `prev` (format version 2): `None` when
+/// they are equal; else the delta from the parent's full tree (the parent's own tree, or the
+/// base the parent's delta was built on) when it costs at most half of the tree in full; else
+/// the tree in full. Deltas always start from a full tree, so they never chain.
+fn encode_against(ctx: &Ctx, tree: &Tree, prev: TreeRef) -> Result<Option<Vec<u8>>> {
+    let old = ctx.repo.tree(&prev)?;
+    if old.entries == tree.entries {
+        return Ok(None);
+    }
+    let full = tree.cost();
+    if full < MIN_DELTA_TREE_COST {
+        return Ok(Some(codec::encode_tree(tree, 2)));
+    }
+    let (base_ref, base) = match old.base {
+        Some(b) => (b, ctx.repo.tree(&b)?),
+        None => (prev, old),
+    };
+    let delta = TreeDelta::between(base_ref, &base, tree);
+    Ok(Some(if delta.cost() * 2 <= full { codec::tree::encode_delta(&delta) } else { codec::encode_tree(tree, 2) }))
 }
 
 /// Take events in order and build trees bottom-up; returns the root directory's entry.
@@ -509,7 +544,7 @@ fn assemble(ctx: &Ctx, rx: &Receiver<Event>, stats: &mut VersionStats) -> Result
             Event::Leave => {
                 let (mut dir, children, prev) =
                     stack.pop().ok_or_else(|| Error::Internal("unbalanced directory events".into()))?;
-                let tree = Tree { entries: children };
+                let tree = Tree { entries: children, base: None };
                 let (tree_ref, new) = write_tree(ctx, &tree, prev)?;
                 if new {
                     stats.diff_num_dirs += 1;

@@ -40,7 +40,7 @@ pub enum Error {
     AccessDenied { store: String, reason: String },
 
     /// The store was written by a newer or unknown format.
-    #[error("store {store} has format version {found}, this ccfs reads {supported}")]
+    #[error("store {store} has format version {found}, this ccfs reads versions 1 to {supported}")]
     UnsupportedFormat { store: String, found: u32, supported: u32 },
 
     /// A bad argument from the caller.

@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BlockId, PackId, PackKind, TreeId};
 
-/// Version of the bucket format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the bucket format this code writes into new stores. Version 2 encodes trees in
+/// columns ([`crate::codec::tree`]); version 1 encoded them with bincode.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest version this code still reads and writes (in that version's encoding).
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Name of the store header object.
 pub const HEADER_PATH: &str = "ccfs.json";
 /// Hash type name, as the API guide spells it.
@@ -179,9 +182,108 @@ pub struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub entries: Vec<Entry>,
+    /// Not encoded: set on a tree that was stored as a [`TreeDelta`], to the full tree it was
+    /// rebuilt from. That tree's blob is needed as long as this one is.
+    #[serde(skip)]
+    pub base: Option<TreeRef>,
+}
+
+/// A tree stored as its differences from a full tree of an earlier version (format version 2):
+/// a directory where few entries changed costs those entries, not the whole directory again.
+/// The base is always a full tree, so a read needs at most two blobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeDelta {
+    pub base: TreeRef,
+    /// Indexes of the base's entries that are not in this tree, ascending.
+    pub removed: Vec<u32>,
+    /// Entries of this tree that are not in the base, sorted by name.
+    pub added: Vec<Entry>,
+}
+
+impl TreeDelta {
+    /// The differences that turn `base` (stored at `base_ref`) into `tree`. Both sorted by name.
+    pub fn between(base_ref: TreeRef, base: &Tree, tree: &Tree) -> TreeDelta {
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
+        let (mut i, mut j) = (0, 0);
+        while i < base.entries.len() || j < tree.entries.len() {
+            let order = match (base.entries.get(i), tree.entries.get(j)) {
+                (Some(b), Some(t)) => b.name.cmp(&t.name),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    removed.push(i as u32);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    added.push(tree.entries[j].clone());
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if base.entries[i] != tree.entries[j] {
+                        removed.push(i as u32);
+                        added.push(tree.entries[j].clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        TreeDelta { base: base_ref, removed, added }
+    }
+
+    /// Rebuild the tree from its base.
+    ///
+    /// # Errors
+    /// A description of the inconsistency when the delta does not fit the base: indexes out of
+    /// order or range, added entries out of order, or names that would appear twice.
+    pub fn apply(&self, base: &Tree) -> std::result::Result<Tree, String> {
+        if self.removed.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("removed entries are not in ascending order".into());
+        }
+        if let Some(last) = self.removed.last().filter(|l| **l as usize >= base.entries.len()) {
+            return Err(format!("removes entry {last} of a base with {} entries", base.entries.len()));
+        }
+        if self.added.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err("added entries are not sorted by name".into());
+        }
+        let mut removed = self.removed.iter().peekable();
+        let kept = base.entries.iter().enumerate().filter(|(i, _)| {
+            let gone = removed.peek().is_some_and(|r| **r as usize == *i);
+            if gone {
+                removed.next();
+            }
+            !gone
+        });
+        let mut entries = Vec::with_capacity(base.entries.len() + self.added.len());
+        let mut added = self.added.iter().peekable();
+        for (_, k) in kept {
+            while let Some(a) = added.next_if(|a| a.name < k.name) {
+                entries.push(a.clone());
+            }
+            if added.peek().is_some_and(|a| a.name == k.name) {
+                return Err(format!("adds {:?}, which the base keeps", String::from_utf8_lossy(&k.name)));
+            }
+            entries.push(k.clone());
+        }
+        entries.extend(added.cloned());
+        Ok(Tree { entries, base: Some(self.base) })
+    }
+
+    /// What the delta costs to store and read, against the tree written in full: one per
+    /// removed index, and one per added entry and per piece of its content.
+    pub fn cost(&self) -> usize {
+        self.removed.len() + self.added.iter().map(|e| 1 + e.content.len()).sum::<usize>()
+    }
 }
 
 impl Tree {
+    /// What the tree costs written in full, in the units of [`TreeDelta::cost`].
+    pub fn cost(&self) -> usize {
+        self.entries.iter().map(|e| 1 + e.content.len()).sum()
+    }
+
     /// Binary search by name.
     pub fn find(&self, name: &[u8]) -> Option<&Entry> {
         self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
@@ -344,14 +446,67 @@ mod tests {
             nlink: 1,
             ..file.clone()
         };
-        Tree { entries: vec![file, dir, link] }
+        Tree { entries: vec![file, dir, link], base: None }
     }
 
     #[test]
     fn tree_encoding_is_pinned() {
+        // Version 1 (bincode), still written into stores of that version and read everywhere.
         let raw = encode_raw(&sample_tree());
         insta::assert_snapshot!("tree_bincode_hex", hex::encode(&raw));
         insta::assert_snapshot!("tree_id", TreeId::of(&raw).to_hex());
+        assert_eq!(crate::codec::decode_tree(&raw, "v1").unwrap(), crate::codec::tree::StoredTree::Full(sample_tree()));
+        // Version 2 (columns).
+        let v2 = crate::codec::encode_tree(&sample_tree(), 2);
+        insta::assert_snapshot!("tree_v2_hex", hex::encode(&v2));
+        insta::assert_snapshot!("tree_v2_id", TreeId::of(&v2).to_hex());
+        assert_eq!(crate::codec::decode_tree(&v2, "v2").unwrap(), crate::codec::tree::StoredTree::Full(sample_tree()));
+        assert_eq!(crate::codec::encode_tree(&sample_tree(), 1), raw);
+    }
+
+    fn named(name: &str, size: u64) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            size,
+            content: vec![Piece::Hole(size)],
+            ..sample_tree().entries[0].clone()
+        }
+    }
+
+    #[test]
+    fn deltas_rebuild_the_tree_and_reject_what_does_not_fit() {
+        let base = Tree { entries: ["a", "b", "c", "d", "e"].iter().map(|n| named(n, 1)).collect(), base: None };
+        let base_ref = TreeRef { id: TreeId::of(b"base"), raw_len: 99, loc: loc(4) };
+        let tree = Tree {
+            entries: vec![named("a", 1), named("aa", 7), named("b", 2), named("c", 1), named("e", 1), named("f", 3)],
+            base: None,
+        };
+        let delta = TreeDelta::between(base_ref, &base, &tree);
+        assert_eq!(delta.removed, [1, 3], "b changed, d is gone");
+        let added: Vec<&[u8]> = delta.added.iter().map(|e| e.name.as_slice()).collect();
+        assert_eq!(added, [&b"aa"[..], b"b", b"f"]);
+        assert_eq!(delta.cost(), 2 + 3 * 2);
+        let rebuilt = delta.apply(&base).unwrap();
+        assert_eq!(rebuilt.entries, tree.entries);
+        assert_eq!(rebuilt.base, Some(base_ref));
+        assert_eq!(TreeDelta::between(base_ref, &base, &base).cost(), 0);
+
+        let v2 = crate::codec::tree::encode_delta(&delta);
+        insta::assert_snapshot!("tree_delta_v2_hex", hex::encode(&v2));
+        match crate::codec::decode_tree(&v2, "delta").unwrap() {
+            crate::codec::tree::StoredTree::Delta(d) => assert_eq!(d, delta),
+            other => panic!("decoded as {other:?}"),
+        }
+
+        let broken = |f: &dyn Fn(&mut TreeDelta)| {
+            let mut d = delta.clone();
+            f(&mut d);
+            d.apply(&base).unwrap_err()
+        };
+        assert!(broken(&|d| d.removed = vec![3, 1]).contains("ascending"));
+        assert!(broken(&|d| d.removed = vec![1, 5]).contains("removes entry 5 of a base with 5 entries"));
+        assert!(broken(&|d| d.added.reverse()).contains("not sorted"));
+        assert!(broken(&|d| d.removed = vec![3]).contains("adds \"b\", which the base keeps"));
     }
 
     #[test]

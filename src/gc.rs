@@ -314,6 +314,10 @@ impl Inventory {
 #[derive(Default)]
 pub(crate) struct Marker {
     pub live: HashSet<[u8; 32]>,
+    /// Trees whose entries have been marked. Not `live`: the full tree a delta is built on is
+    /// live for the delta's sake, but only the entries the delta keeps are needed through it,
+    /// and those are marked through the delta.
+    walked: HashSet<[u8; 32]>,
     seen_versions: HashSet<VersionId>,
 }
 
@@ -323,7 +327,8 @@ impl Marker {
     pub fn mark(&mut self, repo: &Repo, inv: &Inventory, versions: &[Arc<Manifest>], threads: usize) -> Result<()> {
         let mut frontier: Vec<(TreeRef, VersionId)> = Vec::new();
         for m in versions {
-            if self.seen_versions.insert(m.version_id.clone()) && self.live.insert(m.root.id.0) {
+            if self.seen_versions.insert(m.version_id.clone()) && self.walked.insert(m.root.id.0) {
+                self.live.insert(m.root.id.0);
                 frontier.push((m.root, m.version_id.clone()));
             }
         }
@@ -343,10 +348,14 @@ impl Marker {
                         }
                     }
                     if let Some(s) = &e.subtree {
-                        if self.live.insert(s.id.0) {
+                        if self.walked.insert(s.id.0) {
+                            self.live.insert(s.id.0);
                             next.push((*s, v.clone()));
                         }
                     }
+                }
+                if let Some(base) = &t.base {
+                    self.live.insert(base.id.0);
                 }
             }
             frontier = next;

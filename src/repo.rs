@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::chunker::{ChunkParams, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
-use crate::codec::{self, ObjectKind};
+use crate::codec::{self, tree::StoredTree, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::{
     BlobEntry, BlockRef, Chunking, CompressionMethod, IndexFile, Loc, Manifest, StoreConfig, Tree, TreeRef,
-    VersionStats, FORMAT_VERSION, HASH_TYPE, HEADER_PATH,
+    VersionStats, FORMAT_VERSION, HASH_TYPE, HEADER_PATH, MIN_FORMAT_VERSION,
 };
 use crate::ids::{pack_path, validate_branch, BlockId, PackId, PackKind, TreeId, VersionId};
 use crate::pack;
@@ -158,7 +158,7 @@ impl Repo {
         let raw = store.get(HEADER_PATH)?.ok_or_else(|| Error::NotAStore { store: store.url().to_string() })?;
         let config: StoreConfig =
             serde_json::from_slice(&raw).map_err(|e| Error::corrupt(HEADER_PATH, format!("bad JSON: {e}")))?;
-        if config.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.format_version) {
             return Err(Error::UnsupportedFormat {
                 store: store.url().to_string(),
                 found: config.format_version,
@@ -325,19 +325,56 @@ impl Repo {
         serde_json::from_slice(&raw).map_err(|e| Error::corrupt(&path, format!("bad stats JSON: {e}")))
     }
 
-    /// Read, decode and verify one tree.
+    /// Read, decode and verify one tree; a tree stored as a delta is rebuilt from its base.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] naming the pack and tree when the bytes do not hash to the tree id.
+    /// [`Error::Corrupt`] naming the pack and tree when the bytes do not hash to the tree id or
+    /// a delta does not fit its base.
     pub fn tree(&self, r: &TreeRef) -> Result<Arc<Tree>> {
         if let Some(t) = self.trees.get(&r.id) {
             return Ok(t);
         }
         let raw = self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?;
-        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
-        let tree: Tree = codec::decode_raw(&raw, &what)?;
-        let tree = Arc::new(tree);
+        let tree = Arc::new(self.build_tree(r, &raw)?);
         self.trees.insert(r.id, tree.clone());
+        Ok(tree)
+    }
+
+    /// Decode a tree's verified raw bytes; apply a delta to its base.
+    fn build_tree(&self, r: &TreeRef, raw: &[u8]) -> Result<Tree> {
+        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
+        match codec::decode_tree(raw, &what)? {
+            StoredTree::Full(t) => Ok(t),
+            StoredTree::Delta(d) => {
+                let base = self.base_tree(&d.base, &what)?;
+                d.apply(&base).map_err(|reason| Error::corrupt(&what, format!("delta does not fit its base: {reason}")))
+            }
+        }
+    }
+
+    /// The full tree a delta (`what`) is built on. A base is never a delta itself: a tree read
+    /// costs at most two blobs, and a cycle of deltas cannot be built.
+    fn base_tree(&self, r: &TreeRef, what: &str) -> Result<Arc<Tree>> {
+        let tree = match self.trees.get(&r.id) {
+            Some(t) => t,
+            None => {
+                let raw = self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?;
+                let base_what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
+                match codec::decode_tree(&raw, &base_what)? {
+                    StoredTree::Full(t) => {
+                        let t = Arc::new(t);
+                        self.trees.insert(r.id, t.clone());
+                        t
+                    }
+                    StoredTree::Delta(_) => {
+                        return Err(Error::corrupt(what, format!("its base {} is itself a delta", r.id)))
+                    }
+                }
+            }
+        };
+        if tree.base.is_some() {
+            return Err(Error::corrupt(what, format!("its base {} is itself a delta", r.id)));
+        }
         Ok(tree)
     }
 
@@ -418,8 +455,7 @@ impl Repo {
             return Ok(t);
         }
         let raw = Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?;
-        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
-        Ok(Arc::new(codec::decode_raw(&raw, &what)?))
+        Ok(Arc::new(self.build_tree(r, &raw)?))
     }
 
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {

@@ -411,3 +411,60 @@ fn check_names_corrupt_and_missing_blocks_and_the_files_they_break() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit"), "{out:?}");
 }
+
+/// A big directory where a few files change is stored as a delta from the parent version's full
+/// tree. Deleting that parent and collecting garbage must keep the full tree the delta is built
+/// on, and the deltas must keep reading after their packs are repacked.
+#[test]
+fn directory_deltas_survive_deleting_their_base_version_and_repacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
+    ccfs_ok(&store, &["store", "init", "--pack-size-mb", "1"]);
+    let big = src.join("big");
+    for i in 0..300 {
+        write(&big.join(format!("file-{i:04}.txt")), format!("content of file {i}\n").as_bytes());
+    }
+    write(&src.join("other/a.txt"), b"a");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let v1 = create(&store, &src);
+    let trees_v1 = bytes_under(&store, "packs/tree");
+
+    // Three changes, one removal, one addition: the new `big` tree is a delta.
+    for i in [7, 150, 299] {
+        write(&big.join(format!("file-{i:04}.txt")), format!("changed file {i}\n").as_bytes());
+    }
+    std::fs::remove_file(big.join("file-0100.txt")).unwrap();
+    write(&big.join("file-0100a.txt"), b"new file\n");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let v2 = create(&store, &src);
+    let trees_v2 = bytes_under(&store, "packs/tree") - trees_v1;
+    assert!(
+        trees_v2 * 5 < trees_v1,
+        "v2 wrote {trees_v2} tree bytes, v1 {trees_v1}: the changed directory must be a delta"
+    );
+    let expect_v2 = tmp.path().join("expect-v2");
+    keep_copy(&src, &expect_v2);
+
+    // A third version with more changes: its delta is against v1's full tree again, not v2's delta.
+    for i in 0..20 {
+        write(&big.join(format!("file-{:04}.txt", 200 + i)), b"third round\n");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let v3 = create(&store, &src);
+    let expect_v3 = tmp.path().join("expect-v3");
+    keep_copy(&src, &expect_v3);
+    let listing = ccfs_json(&store, &["version", "dir", &v3, "--path", "/big"]);
+    assert_eq!(listing.as_array().unwrap().len(), 300);
+
+    // Delete the version whose full tree both deltas are built on, and repack everything.
+    ccfs_ok(&store, &["version", "delete", &v1]);
+    gc(&store, &["--repack-below", "1.0"]);
+    check_healthy(&store);
+    assert_version_is(&store, &v2, &expect_v2, tmp.path());
+    assert_version_is(&store, &v3, &expect_v3, tmp.path());
+    // And again with only the newest left.
+    ccfs_ok(&store, &["version", "delete", &v2]);
+    gc(&store, &["--repack-below", "1.0"]);
+    check_healthy(&store);
+    assert_version_is(&store, &v3, &expect_v3, tmp.path());
+}

@@ -376,3 +376,58 @@ fn unchanged_recreate_reads_no_index() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("corrupt object index/"), "a change needs the index: {err}");
 }
+
+/// The first byte of a version's root tree, as stored (decompressed).
+fn root_tree_first_byte(store: &Path) -> (u64, u8) {
+    let manifest = objects_under(store, "versions").pop().expect("a manifest");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let loc = &m["root"]["loc"];
+    let pack = loc["pack"].as_str().unwrap();
+    let bytes = std::fs::read(store.join("packs/tree").join(&pack[..2]).join(pack)).unwrap();
+    let (off, len) = (loc["offset"].as_u64().unwrap() as usize, loc["len"].as_u64().unwrap() as usize);
+    let stored = &bytes[off..off + len];
+    let raw = match loc["codec"].as_str().unwrap() {
+        "Zstd" => zstd::decode_all(stored).unwrap(),
+        _ => stored.to_vec(),
+    };
+    (m["format_version"].as_u64().unwrap(), raw[0])
+}
+
+#[test]
+fn stores_of_format_version_1_keep_working_in_their_encoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
+    make_rich_tree(&src);
+    init(&store, &[]);
+    let header = store.join("ccfs.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&header).unwrap()).unwrap();
+    assert_eq!(config["format_version"], 2, "new stores are version 2");
+
+    // A version-2 store writes columnar trees (first byte 0xFF).
+    let v2 = ccfs_json(&store, &["version", "create", src.to_str().unwrap()]);
+    assert_eq!(root_tree_first_byte(&store), (2, 0xFF));
+
+    // Made version 1, the same store gets bincode trees and version-1 manifests, and reads both.
+    config["format_version"] = 1.into();
+    std::fs::write(&header, serde_json::to_vec(&config).unwrap()).unwrap();
+    write(&src.join("small.txt"), b"changed for the version-1 create\n");
+    ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
+    let (version, first) = root_tree_first_byte(&store);
+    assert_eq!(version, 1);
+    assert_ne!(first, 0xFF, "a version-1 store must get bincode trees");
+    for (vid, expect_changed) in [(v2["version"]["version_id"].as_str().unwrap(), false), ("latest", true)] {
+        let out = tmp.path().join(format!("out-{expect_changed}"));
+        ccfs_ok(&store, &["version", "checkout", vid, "--to", out.to_str().unwrap()]);
+        let restored = std::fs::read(out.join("small.txt")).unwrap();
+        assert_eq!(restored == b"changed for the version-1 create\n", expect_changed);
+    }
+    let check = ccfs(&store, &["check", "--read-data"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    // A newer format is refused with a clear message.
+    config["format_version"] = 3.into();
+    std::fs::write(&header, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = ccfs(&store, &["version", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("format version 3, this ccfs reads versions 1 to 2"), "{err}");
+}
