@@ -228,9 +228,9 @@ pub fn checkout(
     };
     let walked = if start.kind == EntryKind::Dir {
         r.dirs.push((Vec::new(), start.clone()));
-        r.walk(b"", &start, &sub)
+        r.walk(b"", &start, &sub, false)
     } else {
-        r.entry(&start.name.clone(), &start, &sub)
+        r.entry(&start.name.clone(), &start, &sub, false)
     };
     // Wait for every file job: take back all tokens.
     for _ in 0..threads * 8 {
@@ -259,7 +259,7 @@ pub fn checkout(
         match t.hard_link(&first, &rel) {
             Ok(()) => add(&shared.progress.fs.fs_created_files, 1),
             // A target without hard links gets a copy: the content is not lost.
-            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => restore_file(&shared, &rel, &e),
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => restore_file(&shared, &rel, &e, false),
             Err(err) => shared.io_error(&rel, "cannot create hard link", err),
         }
     }
@@ -302,12 +302,17 @@ struct Restorer<'a> {
 }
 
 impl Restorer<'_> {
-    fn walk(&mut self, dir: &[u8], entry: &Entry, vpath: &[u8]) -> Result<()> {
+    /// Restore the children of directory `dir`. `created`: this checkout just made it, so it
+    /// is empty.
+    fn walk(&mut self, dir: &[u8], entry: &Entry, vpath: &[u8], created: bool) -> Result<()> {
         let tree = self.shared.version.children(entry, vpath)?;
         // Before any file job of this directory starts: temporary files seen now are leftovers
-        // of an interrupted run, not ours.
-        let wanted: HashSet<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
-        self.absent(dir, &wanted);
+        // of an interrupted run, not ours. In an empty directory nothing needs comparing, so
+        // its entries are not looked up one by one (most of a restore into an empty target).
+        let fresh = created || {
+            let wanted: HashSet<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
+            self.absent(dir, &wanted)
+        };
         for c in &tree.entries {
             if self.shared.cancel.is_cancelled() {
                 return Err(Error::Aborted);
@@ -317,20 +322,24 @@ impl Restorer<'_> {
                 cv.push(b'/');
             }
             cv.extend_from_slice(&c.name);
-            self.entry(&child(dir, &c.name), c, &cv)?;
+            self.entry(&child(dir, &c.name), c, &cv, fresh)?;
         }
         Ok(())
     }
 
     /// Entries of `dir` the version does not have: leftovers of an interrupted checkout are
-    /// removed; the rest follow the absent policy.
-    fn absent(&mut self, dir: &[u8], wanted: &HashSet<&[u8]>) {
+    /// removed; the rest follow the absent policy. Says whether `dir` was empty.
+    fn absent(&mut self, dir: &[u8], wanted: &HashSet<&[u8]>) -> bool {
         let s = self.shared;
         let t = &s.target;
         let listing = match t.list(dir) {
             Ok(l) => l,
-            Err(err) => return s.io_error(dir, "cannot list directory", err),
+            Err(err) => {
+                s.io_error(dir, "cannot list directory", err);
+                return false;
+            }
         };
+        let empty = listing.is_empty();
         for name in listing {
             if wanted.contains(name.as_slice()) || (dir.is_empty() && name == ARCHIVE_DIR.as_bytes()) {
                 continue;
@@ -358,6 +367,7 @@ impl Restorer<'_> {
                 }
             }
         }
+        empty
     }
 
     /// Resolve an existing entry of another kind: `true` when the version's may be created.
@@ -375,11 +385,12 @@ impl Restorer<'_> {
         }
     }
 
-    fn entry(&mut self, rel: &[u8], e: &Entry, vpath: &[u8]) -> Result<()> {
+    /// Restore one entry; `fresh`: its directory was empty, so nothing is at `rel`.
+    fn entry(&mut self, rel: &[u8], e: &Entry, vpath: &[u8], fresh: bool) -> Result<()> {
         let s = self.shared;
         let t = &s.target;
         let progress = &s.progress;
-        let existing = match t.stat(rel) {
+        let existing = match if fresh { Ok(None) } else { t.stat(rel) } {
             Ok(x) => x,
             Err(err) => {
                 s.io_error(rel, "cannot inspect", err);
@@ -388,7 +399,8 @@ impl Restorer<'_> {
         };
         match e.kind {
             EntryKind::Dir => {
-                if !existing.as_ref().is_some_and(|x| x.kind == EntryKind::Dir) {
+                let create = !existing.as_ref().is_some_and(|x| x.kind == EntryKind::Dir);
+                if create {
                     if let Some(x) = &existing {
                         if !self.clear_conflict(rel, x, e) {
                             return Ok(());
@@ -401,7 +413,7 @@ impl Restorer<'_> {
                     add(&progress.fs.fs_created_dirs, 1);
                 }
                 self.dirs.push((rel.to_vec(), e.clone()));
-                self.walk(rel, e, vpath)?;
+                self.walk(rel, e, vpath, create)?;
             }
             EntryKind::Symlink => {
                 if let Some(x) = &existing {
@@ -461,7 +473,7 @@ impl Restorer<'_> {
                 let (rel, e) = (rel.to_vec(), e.clone());
                 self.pool.spawn(move || {
                     if !shared.cancel.is_cancelled() {
-                        restore_file(&shared, &rel, &e);
+                        restore_file(&shared, &rel, &e, fresh);
                     }
                     let _ = token_rx.recv();
                 });
@@ -498,12 +510,12 @@ fn identical(t: &dyn Target, rel: &[u8], existing: &Entry, e: &Entry) -> bool {
     true
 }
 
-/// Restore one regular file: compare with what is there, then temporary name, data, metadata,
-/// rename.
-fn restore_file(shared: &Shared, rel: &[u8], e: &Entry) {
+/// Restore one regular file: compare with what is there (unless its directory was empty:
+/// `fresh`), then temporary name, data, metadata, rename.
+fn restore_file(shared: &Shared, rel: &[u8], e: &Entry, fresh: bool) {
     let t = &*shared.target;
     let progress = &shared.progress;
-    if let Ok(Some(x)) = t.stat(rel) {
+    if let Some(Ok(Some(x))) = (!fresh).then(|| t.stat(rel)) {
         if x.kind == EntryKind::File {
             if identical(t, rel, &x, e) {
                 shared.count(|c| c.unchanged += 1);
@@ -524,8 +536,7 @@ fn restore_file(shared: &Shared, rel: &[u8], e: &Entry) {
     let res = (|| -> Result<(), Failure> {
         let mut f = t.create_new(&tmp).map_err(|err| Failure::Io(io("cannot create", err)))?;
         write_pieces(shared, &mut *f, e)?;
-        f.finish(e.size).map_err(|err| Failure::Io(io("cannot write", err)))?;
-        t.apply_metadata(&tmp, e, shared.chown).map_err(|err| Failure::Io(io("cannot set metadata", err)))?;
+        f.finish(e.size, e, shared.chown).map_err(|err| Failure::Io(io("cannot finish writing", err)))?;
         t.rename(&tmp, rel).map_err(|err| Failure::Io(io("cannot rename into place", err)))?;
         Ok(())
     })();

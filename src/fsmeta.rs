@@ -115,46 +115,70 @@ pub struct ApplyNotes {
 /// # Errors
 /// Errors of chmod or utimensat; ownership and xattr failures go to the returned notes.
 pub fn apply_metadata(path: &Path, e: &Entry, as_root: bool) -> std::io::Result<ApplyNotes> {
-    let mut notes = ApplyNotes::default();
-    let c = cstr(path)?;
+    apply(Node::Path(path, &cstr(path)?), e, as_root)
+}
+
+/// [`apply_metadata`] on an open regular file: no path lookups, and no chance of changing
+/// whatever a path might point to by then.
+///
+/// # Errors
+/// As [`apply_metadata`].
+pub fn apply_metadata_fd(file: &std::fs::File, e: &Entry, as_root: bool) -> std::io::Result<ApplyNotes> {
+    apply(Node::File(file), e, as_root)
+}
+
+/// What metadata is applied to.
+enum Node<'a> {
+    Path(&'a Path, &'a CString),
+    File(&'a std::fs::File),
+}
+
+fn apply(node: Node<'_>, e: &Entry, as_root: bool) -> std::io::Result<ApplyNotes> {
+    use std::os::fd::AsRawFd;
+    use xattr::FileExt;
+    let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    let mut notes = ApplyNotes { ownership_skipped: !as_root, ..Default::default() };
     if as_root {
-        // SAFETY: valid C string; lchown does not follow symlinks.
-        let rc = unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) };
-        if rc != 0 {
-            notes.ownership_skipped = true;
-        }
-    } else {
-        notes.ownership_skipped = true;
+        let rc = match node {
+            // SAFETY: valid C string; lchown does not follow symlinks.
+            Node::Path(_, c) => unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) },
+            // SAFETY: an fd owned by `f` for the duration of the call.
+            Node::File(f) => unsafe { libc::fchown(f.as_raw_fd(), e.uid, e.gid) },
+        };
+        notes.ownership_skipped = rc != 0;
     }
     for x in &e.xattrs {
-        if let Err(err) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+        let name = OsStr::from_bytes(&x.name);
+        let set = match node {
+            Node::Path(path, _) => xattr::set(path, name, &x.value),
+            Node::File(f) => f.set_xattr(name, &x.value),
+        };
+        if let Err(err) = set {
             notes.xattr_errors.push(format!("{}: {err}", String::from_utf8_lossy(&x.name)));
         }
     }
     if e.kind != EntryKind::Symlink {
         // chmod after chown: chown clears setuid/setgid bits.
-        // SAFETY: valid C string.
-        let rc = unsafe { libc::chmod(c.as_ptr(), e.mode as libc::mode_t) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        check(match node {
+            // SAFETY: valid C string.
+            Node::Path(_, c) => unsafe { libc::chmod(c.as_ptr(), e.mode as libc::mode_t) },
+            // SAFETY: an fd owned by `f` for the duration of the call.
+            Node::File(f) => unsafe { libc::fchmod(f.as_raw_fd(), e.mode as libc::mode_t) },
+        })?;
     }
-    set_mtime(&c, e.mtime)?;
-    Ok(notes)
-}
-
-fn set_mtime(c: &CString, t: Timestamp) -> std::io::Result<()> {
     let times = [
         libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: t.sec as libc::time_t, tv_nsec: t.nsec as _ },
+        libc::timespec { tv_sec: e.mtime.sec as libc::time_t, tv_nsec: e.mtime.nsec as _ },
     ];
-    // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    check(match node {
+        // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
+        Node::Path(_, c) => unsafe {
+            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        },
+        // SAFETY: an fd owned by `f`, and a two-element timespec array, as futimens requires.
+        Node::File(f) => unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) },
+    })?;
+    Ok(notes)
 }
 
 /// Whether this process runs as root (and so restores ownership).

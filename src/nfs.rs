@@ -364,29 +364,18 @@ impl Target for NfsTarget {
     }
 
     fn apply_metadata(&self, rel: &[u8], e: &Entry, chown: bool) -> io::Result<ApplyNotes> {
-        let mut notes = ApplyNotes { ownership_skipped: !chown, ..Default::default() };
-        if !e.xattrs.is_empty() {
-            notes.xattr_errors.push("NFSv3 carries no extended attributes".into());
-        }
         // SETATTR on a symlink's handle is not portable (some servers follow it): links keep
         // the server's defaults.
         if e.kind == EntryKind::Symlink {
-            return Ok(notes);
+            return Ok(notes(e, chown));
         }
         let known = self.dirs.lock().expect("dir map poisoned").get(rel).cloned();
         let fh = match known {
             Some(fh) => fh,
             None => self.must(rel)?.0,
         };
-        let set = SetAttr {
-            mode: Some(e.mode),
-            uid: chown.then_some(e.uid),
-            gid: chown.then_some(e.gid),
-            size: None,
-            mtime: Some((e.mtime.sec.clamp(0, u32::MAX as i64) as u32, e.mtime.nsec)),
-        };
-        self.client.setattr(&fh, &set)?;
-        Ok(notes)
+        self.client.setattr(&fh, &set_attr(e, chown))?;
+        Ok(notes(e, chown))
     }
 
     fn create_new(&self, rel: &[u8]) -> io::Result<Box<dyn TargetFile>> {
@@ -411,10 +400,35 @@ impl TargetFile for NfsWriteFile {
         self.writer.write_at(data, pos)
     }
 
-    fn finish(mut self: Box<Self>, size: u64) -> io::Result<()> {
+    fn finish(mut self: Box<Self>, size: u64, e: &Entry, chown: bool) -> io::Result<ApplyNotes> {
         self.writer.commit()?;
-        self.client.setattr(&self.writer.fh, &SetAttr { size: Some(size), ..Default::default() })
+        // On the handle CREATE gave: no LOOKUP. The size goes first and alone, since some
+        // servers apply a size change after the times of the same SETATTR (and so stamp the
+        // file with the time of the truncate).
+        self.client.setattr(&self.writer.fh, &SetAttr { size: Some(size), ..Default::default() })?;
+        self.client.setattr(&self.writer.fh, &set_attr(e, chown))?;
+        Ok(notes(e, chown))
     }
+}
+
+/// The attributes NFSv3 can carry for `e`.
+fn set_attr(e: &Entry, chown: bool) -> SetAttr {
+    SetAttr {
+        mode: Some(e.mode),
+        uid: chown.then_some(e.uid),
+        gid: chown.then_some(e.gid),
+        size: None,
+        mtime: Some((e.mtime.sec.clamp(0, u32::MAX as i64) as u32, e.mtime.nsec)),
+    }
+}
+
+/// What applying `e`'s metadata over NFSv3 leaves out.
+fn notes(e: &Entry, chown: bool) -> ApplyNotes {
+    let mut notes = ApplyNotes { ownership_skipped: !chown, ..Default::default() };
+    if !e.xattrs.is_empty() {
+        notes.xattr_errors.push("NFSv3 carries no extended attributes".into());
+    }
+    notes
 }
 
 /// Open an `nfs://` URL as a create's source.

@@ -10,7 +10,7 @@ use crate::chunker::{ChunkParams, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use crate::codec::{self, tree::StoredTree, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::{
-    BlobEntry, BlockRef, Chunking, CompressionMethod, IndexFile, Loc, Manifest, StoreConfig, Tree, TreeRef,
+    BlobEntry, BlockRef, Chunking, Codec, CompressionMethod, IndexFile, Loc, Manifest, StoreConfig, Tree, TreeRef,
     VersionStats, FORMAT_VERSION, HASH_TYPE, HEADER_PATH, MIN_FORMAT_VERSION,
 };
 use crate::ids::{pack_path, validate_branch, BlockId, PackId, PackKind, TreeId, VersionId};
@@ -390,7 +390,7 @@ impl Repo {
                 if let Some(d) = self.disk.as_ref().and_then(|d| d.get(&b.id)) {
                     return Ok(d);
                 }
-                let data = self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block").map(Bytes::from)?;
+                let data = self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?;
                 if let Some(d) = &self.disk {
                     d.put(&b.id, &data);
                 }
@@ -425,7 +425,7 @@ impl Repo {
         let (start, end) = (b.loc.offset as u64, b.loc.offset as u64 + b.loc.len as u64);
         let w = start / WINDOW;
         if b.loc.len as u64 > WINDOW / 4 || (end - 1) / WINDOW != w {
-            return Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?));
+            return self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block");
         }
         let path = pack_path(PackKind::Data, &b.loc.pack);
         let window = match self.windows.try_get_with((b.loc.pack, w), || self.store.get_upto(&path, w * WINDOW, WINDOW))
@@ -433,7 +433,7 @@ impl Repo {
             Ok(w) => w,
             Err(e) if matches!(e.root(), Error::MissingObject { .. }) => {
                 // The pack was repacked: read the block where it lives now.
-                return Ok(Bytes::from(self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block")?));
+                return self.read_blob(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block");
             }
             Err(e) => return Err(Error::Shared(e)),
         };
@@ -441,8 +441,7 @@ impl Repo {
         if to > window.len() {
             return Err(Error::corrupt(&path, format!("pack ends before block {} at offset {}", b.id, b.loc.offset)));
         }
-        let raw = Self::decode_verified(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block", &window[from..to])?;
-        Ok(Bytes::from(raw))
+        Self::decode_verified(PackKind::Data, &b.loc, b.raw_len, &b.id.0, "block", window.slice(from..to))
     }
 
     /// Decode and verify a tree from its stored bytes (read by the caller as part of a whole
@@ -454,17 +453,18 @@ impl Repo {
         if let Some(t) = self.trees.get(&r.id) {
             return Ok(t);
         }
-        let raw = Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?;
+        let raw =
+            Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", Bytes::copy_from_slice(stored))?;
         Ok(Arc::new(self.build_tree(r, &raw)?))
     }
 
-    fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Vec<u8>> {
+    fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Bytes> {
         let mut loc = *loc;
         let mut tried: Vec<PackId> = Vec::new();
         loop {
             let path = pack_path(kind, &loc.pack);
             match self.store.get_range(&path, loc.offset as u64..loc.offset as u64 + loc.len as u64) {
-                Ok(stored) => return Self::decode_verified(kind, &loc, raw_len, id, what, &stored),
+                Ok(stored) => return Self::decode_verified(kind, &loc, raw_len, id, what, stored),
                 Err(Error::MissingObject { .. }) if tried.len() < 3 => {
                     tried.push(loc.pack);
                     match self.relocate(id, &tried)? {
@@ -511,17 +511,19 @@ impl Repo {
             PackKind::Data => "block",
             PackKind::Tree => "tree",
         };
-        Self::decode_verified(kind, &b.loc, b.raw_len, &b.id, what, stored).map(|_| ())
+        Self::decode_verified(kind, &b.loc, b.raw_len, &b.id, what, Bytes::copy_from_slice(stored)).map(|_| ())
     }
 
+    /// Decode a stored blob and check it against its id. A raw blob is the stored bytes
+    /// themselves, not a copy (half of a restore's data is incompressible).
     fn decode_verified(
         kind: PackKind,
         loc: &Loc,
         raw_len: u32,
         id: &[u8; 32],
         what: &str,
-        stored: &[u8],
-    ) -> Result<Vec<u8>> {
+        stored: Bytes,
+    ) -> Result<Bytes> {
         let name = || {
             format!(
                 "{} (pack {} offset {}, {} {})",
@@ -532,7 +534,10 @@ impl Repo {
                 hex::encode(id)
             )
         };
-        let raw = pack::decode_blob(loc.codec, stored, raw_len, &name)?;
+        let raw = match loc.codec {
+            Codec::Raw if stored.len() == raw_len as usize => stored,
+            _ => Bytes::from(pack::decode_blob(loc.codec, &stored, raw_len, &name)?),
+        };
         if BlockId::of(&raw).0 != *id {
             return Err(Error::corrupt(name(), "content does not match its hash"));
         }

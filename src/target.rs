@@ -53,9 +53,10 @@ pub trait Target: Send + Sync {
 /// A file being written by a checkout.
 pub trait TargetFile: Send {
     fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()>;
-    /// Set the final size (extending over trailing holes) and make the data durable enough
-    /// that a rename into place publishes it whole.
-    fn finish(self: Box<Self>, size: u64) -> io::Result<()>;
+    /// Set the final size (extending over trailing holes), apply `e`'s metadata as
+    /// [`Target::apply_metadata`] does (through the open file: no lookup by path), and make
+    /// the data durable enough that a rename into place publishes it whole.
+    fn finish(self: Box<Self>, size: u64, e: &Entry, chown: bool) -> io::Result<ApplyNotes>;
 }
 
 /// A local directory.
@@ -166,7 +167,8 @@ impl TargetFile for LocalFile {
         self.0.write_all_at(data, pos)
     }
 
-    fn finish(self: Box<Self>, size: u64) -> io::Result<()> {
-        self.0.set_len(size)
+    fn finish(self: Box<Self>, size: u64, e: &Entry, chown: bool) -> io::Result<ApplyNotes> {
+        self.0.set_len(size)?;
+        fsmeta::apply_metadata_fd(&self.0, e, chown)
     }
 }
