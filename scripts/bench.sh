@@ -14,7 +14,7 @@
 #   --gc         with --quick: run the gc phase too
 #   --all-peers  also rustic (with its mount feature) and bupstash, built with cargo install
 #                --locked into .tools/peers (about 15 minutes the first time)
-# Needs root (drop_caches, FUSE). Results: bench/results/<date>.md (+ raw CSV beside it).
+# Needs root (drop_caches, FUSE). Results: bench/results/<date>[-N].md (+ raw CSV beside it).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -33,8 +33,14 @@ WORK=${WORK:-/tmp/ccfs-bench}
 CACHE=${BENCH_CACHE:-/tmp/ccfs-bench-cache}
 DATE=$(date -u +%Y-%m-%d)
 SUFFIX=$([ $QUICK = 1 ] && echo "-quick" || echo "")
-CSV=$ROOT/bench/results/$DATE$SUFFIX.csv
-MD=$ROOT/bench/results/$DATE$SUFFIX.md
+# A second run on the same day gets its own files (<date>-2.md, …): runs are never overwritten.
+RUN=$DATE$SUFFIX
+for n in $(seq 2 99); do
+  [ -e "$ROOT/bench/results/$RUN.md" ] || break
+  RUN=$DATE$SUFFIX-$n
+done
+CSV=$ROOT/bench/results/$RUN.csv
+MD=$ROOT/bench/results/$RUN.md
 mkdir -p "$WORK" "$CACHE" "$ROOT/bench/results"
 . "$ROOT/scripts/lib.sh"
 

@@ -303,8 +303,13 @@ impl Inventory {
     /// A tree, decoded from its held pack when there is one, else read from the store (its
     /// pack was not listed, or was repacked away).
     pub fn tree(&self, repo: &Repo, r: &TreeRef) -> Result<Arc<crate::format::Tree>> {
-        match self.tree_bytes.get(&r.loc.pack).and_then(|b| pack::blob_bytes(b, &r.loc)) {
-            Some(stored) => repo.tree_from_stored(r, stored),
+        let held = |t: &TreeRef| {
+            let pack = self.tree_bytes.get(&t.loc.pack)?;
+            pack::blob_bytes(pack, &t.loc)?;
+            Some(pack.slice(t.loc.offset as usize..t.loc.offset as usize + t.loc.len as usize))
+        };
+        match held(r) {
+            Some(stored) => repo.tree_from_stored(r, stored, &held),
             None => repo.tree(r),
         }
     }

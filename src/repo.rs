@@ -335,18 +335,19 @@ impl Repo {
             return Ok(t);
         }
         let raw = self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?;
-        let tree = Arc::new(self.build_tree(r, &raw)?);
+        let tree = Arc::new(self.build_tree(r, &raw, &|_| None)?);
         self.trees.insert(r.id, tree.clone());
         Ok(tree)
     }
 
-    /// Decode a tree's verified raw bytes; apply a delta to its base.
-    fn build_tree(&self, r: &TreeRef, raw: &[u8]) -> Result<Tree> {
+    /// Decode a tree's verified raw bytes; apply a delta to its base. `held` gives the stored
+    /// bytes of a tree when the caller holds its pack.
+    fn build_tree(&self, r: &TreeRef, raw: &[u8], held: &dyn Fn(&TreeRef) -> Option<Bytes>) -> Result<Tree> {
         let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
         match codec::decode_tree(raw, &what)? {
             StoredTree::Full(t) => Ok(t),
             StoredTree::Delta(d) => {
-                let base = self.base_tree(&d.base, &what)?;
+                let base = self.base_tree(&d.base, &what, held)?;
                 d.apply(&base).map_err(|reason| Error::corrupt(&what, format!("delta does not fit its base: {reason}")))
             }
         }
@@ -354,11 +355,14 @@ impl Repo {
 
     /// The full tree a delta (`what`) is built on. A base is never a delta itself: a tree read
     /// costs at most two blobs, and a cycle of deltas cannot be built.
-    fn base_tree(&self, r: &TreeRef, what: &str) -> Result<Arc<Tree>> {
+    fn base_tree(&self, r: &TreeRef, what: &str, held: &dyn Fn(&TreeRef) -> Option<Bytes>) -> Result<Arc<Tree>> {
         let tree = match self.trees.get(&r.id) {
             Some(t) => t,
             None => {
-                let raw = self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?;
+                let raw = match held(r) {
+                    Some(stored) => Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?,
+                    None => self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?,
+                };
                 let base_what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
                 match codec::decode_tree(&raw, &base_what)? {
                     StoredTree::Full(t) => {
@@ -445,17 +449,23 @@ impl Repo {
     }
 
     /// Decode and verify a tree from its stored bytes (read by the caller as part of a whole
-    /// tree pack). Not cached: the walks that use this (gc, check) visit each tree once.
+    /// tree pack); `held` gives the stored bytes of other trees the caller holds, so a delta's
+    /// base is not read again. Not cached: the walks that use this (gc, check) visit each tree
+    /// once.
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the pack and tree.
-    pub fn tree_from_stored(&self, r: &TreeRef, stored: &[u8]) -> Result<Arc<Tree>> {
+    pub fn tree_from_stored(
+        &self,
+        r: &TreeRef,
+        stored: Bytes,
+        held: &dyn Fn(&TreeRef) -> Option<Bytes>,
+    ) -> Result<Arc<Tree>> {
         if let Some(t) = self.trees.get(&r.id) {
             return Ok(t);
         }
-        let raw =
-            Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", Bytes::copy_from_slice(stored))?;
-        Ok(Arc::new(self.build_tree(r, &raw)?))
+        let raw = Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?;
+        Ok(Arc::new(self.build_tree(r, &raw, held)?))
     }
 
     fn read_blob(&self, kind: PackKind, loc: &Loc, raw_len: u32, id: &[u8; 32], what: &str) -> Result<Bytes> {
