@@ -255,7 +255,7 @@ fn problem(kind: &str, object: String, detail: String) -> Problem {
     Problem { kind: kind.into(), object, detail, versions: vec![], files: vec![], more_files: 0 }
 }
 
-fn verify(kind: PackKind, id: &PackId, b: &BlobEntry, bytes: &[u8]) -> Option<Fault> {
+fn verify(kind: PackKind, id: &PackId, b: &BlobEntry, bytes: &bytes::Bytes) -> Option<Fault> {
     let object = format!("{} {} {}", pack_path(kind, id), kind_name(kind), hex::encode(b.id));
     match pack::blob_bytes(bytes, &b.loc) {
         None => Some(Fault { kind: "corrupt_blob", object, detail: "lies beyond the end of the pack".into() }),

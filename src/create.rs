@@ -445,15 +445,18 @@ fn commit(
 /// equal to the parent version's (`prev`) is that tree: no lookup needed.
 fn write_tree(ctx: &Ctx, tree: &Tree, prev: Option<TreeRef>) -> Result<(TreeRef, bool)> {
     let format = ctx.repo.config().format_version;
-    let raw = match prev.filter(|_| format >= 2).map(|p| (p, encode_against(ctx, tree, p))) {
-        Some((p, Ok(None))) => return Ok((p, false)),
-        Some((_, Ok(Some(raw)))) => raw,
-        Some((p, Err(e))) => {
-            tracing::warn!(tree = %p.id, error = %e, "parent version's tree unreadable: writing the directory in full");
-            codec::encode_tree(tree, format)
+    let mut delta = None;
+    if let Some(p) = prev.filter(|_| format >= 2) {
+        match against_parent(ctx, tree, p) {
+            Ok(Against::Same) => return Ok((p, false)),
+            Ok(Against::Delta(raw)) => delta = Some(raw),
+            Ok(Against::Full) => {}
+            Err(e) => {
+                tracing::warn!(tree = %p.id, error = %e, "parent version's tree unreadable: writing the directory in full")
+            }
         }
-        None => codec::encode_tree(tree, format),
-    };
+    }
+    let raw = delta.unwrap_or_else(|| codec::encode_tree(tree, format));
     let id = TreeId::of(&raw);
     if let Some(p) = prev.filter(|p| p.id == id) {
         return Ok((p, false));
@@ -471,25 +474,35 @@ fn write_tree(ctx: &Ctx, tree: &Tree, prev: Option<TreeRef>) -> Result<(TreeRef,
 /// read a delta costs outweighs the bytes it saves.
 const MIN_DELTA_TREE_COST: usize = 64;
 
-/// How to store `tree` given its parent version's tree `prev` (format version 2): `None` when
-/// they are equal; else the delta from the parent's full tree (the parent's own tree, or the
-/// base the parent's delta was built on) when it costs at most half of the tree in full; else
-/// the tree in full. Deltas always start from a full tree, so they never chain.
-fn encode_against(ctx: &Ctx, tree: &Tree, prev: TreeRef) -> Result<Option<Vec<u8>>> {
+/// How a directory compares with its parent version's tree.
+enum Against {
+    /// Equal: the parent's tree is this tree.
+    Same,
+    /// Worth storing as this encoded delta.
+    Delta(Vec<u8>),
+    /// To be written in full.
+    Full,
+}
+
+/// How to store `tree` given its parent version's tree `prev` (format version 2): the delta
+/// from the parent's full tree (the parent's own tree, or the base the parent's delta was
+/// built on) when it costs at most half of the tree in full. Deltas always start from a full
+/// tree, so they never chain.
+fn against_parent(ctx: &Ctx, tree: &Tree, prev: TreeRef) -> Result<Against> {
     let old = ctx.repo.tree(&prev)?;
     if old.entries == tree.entries {
-        return Ok(None);
+        return Ok(Against::Same);
     }
     let full = tree.cost();
     if full < MIN_DELTA_TREE_COST {
-        return Ok(Some(codec::encode_tree(tree, 2)));
+        return Ok(Against::Full);
     }
     let (base_ref, base) = match old.base {
         Some(b) => (b, ctx.repo.tree(&b)?),
         None => (prev, old),
     };
     let delta = TreeDelta::between(base_ref, &base, tree);
-    Ok(Some(if delta.cost() * 2 <= full { codec::tree::encode_delta(&delta) } else { codec::encode_tree(tree, 2) }))
+    Ok(if delta.cost() * 2 <= full { Against::Delta(codec::tree::encode_delta(&delta)) } else { Against::Full })
 }
 
 /// Take events in order and build trees bottom-up; returns the root directory's entry.

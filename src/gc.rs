@@ -303,11 +303,7 @@ impl Inventory {
     /// A tree, decoded from its held pack when there is one, else read from the store (its
     /// pack was not listed, or was repacked away).
     pub fn tree(&self, repo: &Repo, r: &TreeRef) -> Result<Arc<crate::format::Tree>> {
-        let held = |t: &TreeRef| {
-            let pack = self.tree_bytes.get(&t.loc.pack)?;
-            pack::blob_bytes(pack, &t.loc)?;
-            Some(pack.slice(t.loc.offset as usize..t.loc.offset as usize + t.loc.len as usize))
-        };
+        let held = |t: &TreeRef| self.tree_bytes.get(&t.loc.pack).and_then(|pack| pack::blob_bytes(pack, &t.loc));
         match held(r) {
             Some(stored) => repo.tree_from_stored(r, stored, &held),
             None => repo.tree(r),
@@ -460,9 +456,9 @@ fn repack(
         let writer = if kind == PackKind::Tree { &trees } else { &data };
         let mut all_ok = true;
         for b in owned {
-            match pack::blob_bytes(&bytes, &b.loc).map(|s| Repo::verify_stored(kind, b, s).map(|()| s)) {
+            match pack::blob_bytes(&bytes, &b.loc).map(|s| Repo::verify_stored(kind, b, s.clone()).map(|()| s)) {
                 Some(Ok(s)) => {
-                    writer.add(b.id, b.raw_len, b.loc.codec, s)?;
+                    writer.add(b.id, b.raw_len, b.loc.codec, &s)?;
                 }
                 Some(Err(e)) => {
                     corrupt.lock().expect("poisoned").push(e.to_string());

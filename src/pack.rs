@@ -107,9 +107,11 @@ pub fn decode_blob(codec: Codec, stored: &[u8], raw_len: u32, what: &dyn Fn() ->
     Ok(out)
 }
 
-/// The stored bytes of the blob at `loc` in a pack held whole; `None` when the pack is shorter.
-pub fn blob_bytes<'a>(pack: &'a [u8], loc: &Loc) -> Option<&'a [u8]> {
-    pack.get(loc.offset as usize..loc.offset as usize + loc.len as usize)
+/// The stored bytes of the blob at `loc` in a pack held whole (a slice, not a copy); `None`
+/// when the pack is shorter.
+pub fn blob_bytes(pack: &Bytes, loc: &Loc) -> Option<Bytes> {
+    let range = loc.offset as usize..loc.offset as usize + loc.len as usize;
+    (range.end <= pack.len()).then(|| pack.slice(range))
 }
 
 /// Encode a pack trailer: `zstd(bincode(trailer)) ‖ u32 LE length ‖ PACK_MAGIC`.

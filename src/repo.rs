@@ -140,6 +140,11 @@ pub fn init(store: &Store, opts: &InitOptions) -> Result<StoreConfig> {
     Ok(config)
 }
 
+/// How a tree is named in errors.
+fn tree_name(r: &TreeRef) -> String {
+    format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack))
+}
+
 impl Repo {
     /// Open a formatted store with default caches.
     ///
@@ -343,7 +348,7 @@ impl Repo {
     /// Decode a tree's verified raw bytes; apply a delta to its base. `held` gives the stored
     /// bytes of a tree when the caller holds its pack.
     fn build_tree(&self, r: &TreeRef, raw: &[u8], held: &dyn Fn(&TreeRef) -> Option<Bytes>) -> Result<Tree> {
-        let what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
+        let what = tree_name(r);
         match codec::decode_tree(raw, &what)? {
             StoredTree::Full(t) => Ok(t),
             StoredTree::Delta(d) => {
@@ -356,30 +361,22 @@ impl Repo {
     /// The full tree a delta (`what`) is built on. A base is never a delta itself: a tree read
     /// costs at most two blobs, and a cycle of deltas cannot be built.
     fn base_tree(&self, r: &TreeRef, what: &str, held: &dyn Fn(&TreeRef) -> Option<Bytes>) -> Result<Arc<Tree>> {
-        let tree = match self.trees.get(&r.id) {
-            Some(t) => t,
-            None => {
-                let raw = match held(r) {
-                    Some(stored) => Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?,
-                    None => self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?,
-                };
-                let base_what = format!("tree {} in {}", r.id, pack_path(PackKind::Tree, &r.loc.pack));
-                match codec::decode_tree(&raw, &base_what)? {
-                    StoredTree::Full(t) => {
-                        let t = Arc::new(t);
-                        self.trees.insert(r.id, t.clone());
-                        t
-                    }
-                    StoredTree::Delta(_) => {
-                        return Err(Error::corrupt(what, format!("its base {} is itself a delta", r.id)))
-                    }
-                }
-            }
-        };
-        if tree.base.is_some() {
-            return Err(Error::corrupt(what, format!("its base {} is itself a delta", r.id)));
+        let chained = || Error::corrupt(what, format!("its base {} is itself a delta", r.id));
+        if let Some(t) = self.trees.get(&r.id) {
+            return if t.base.is_some() { Err(chained()) } else { Ok(t) };
         }
-        Ok(tree)
+        let raw = match held(r) {
+            Some(stored) => Self::decode_verified(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree", stored)?,
+            None => self.read_blob(PackKind::Tree, &r.loc, r.raw_len, &r.id.0, "tree")?,
+        };
+        match codec::decode_tree(&raw, &tree_name(r))? {
+            StoredTree::Full(t) => {
+                let t = Arc::new(t);
+                self.trees.insert(r.id, t.clone());
+                Ok(t)
+            }
+            StoredTree::Delta(_) => Err(chained()),
+        }
     }
 
     /// Read, decode and verify one block (cached by hash, shared across versions).
@@ -516,12 +513,12 @@ impl Repo {
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the pack and blob.
-    pub fn verify_stored(kind: PackKind, b: &BlobEntry, stored: &[u8]) -> Result<()> {
+    pub fn verify_stored(kind: PackKind, b: &BlobEntry, stored: Bytes) -> Result<()> {
         let what = match kind {
             PackKind::Data => "block",
             PackKind::Tree => "tree",
         };
-        Self::decode_verified(kind, &b.loc, b.raw_len, &b.id, what, Bytes::copy_from_slice(stored)).map(|_| ())
+        Self::decode_verified(kind, &b.loc, b.raw_len, &b.id, what, stored).map(|_| ())
     }
 
     /// Decode a stored blob and check it against its id. A raw blob is the stored bytes

@@ -497,28 +497,25 @@ impl Store {
         // A restore reads tens of thousands of ranges; from a local store each costs a hop to
         // the runtime's blocking pool and a zero-filled buffer through object_store. Read the
         // file directly instead (the same file object_store would: pack keys need no escaping).
-        if let Some(dir) = self.local.as_ref().filter(|_| plain_key(path)) {
-            let bytes = read_file_range(&dir.join(path), start, len).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
-                }
+        let missing = || Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() };
+        let bytes = if let Some(dir) = self.local.as_ref().filter(|_| plain_key(path)) {
+            read_file_range(&dir.join(path), start, len).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => missing(),
                 _ => Error::io("read", dir.join(path), e),
-            })?;
-            self.count_read(bytes.len() as u64);
-            return Ok(bytes);
-        }
-        let inner = self.inner.clone();
-        let p = Path::from(path);
-        let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..Default::default() };
-        let bytes = self
-            .rt
-            .block_on(with_retry("get range", path, || async { inner.get_opts(&p, opts.clone()).await?.bytes().await }))
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => {
-                    Error::MissingObject { object: path.to_string(), reason: "not found in the store".into() }
-                }
-                e => Error::Store { op: "get range", object: path.to_string(), source: e },
-            })?;
+            })?
+        } else {
+            let inner = self.inner.clone();
+            let p = Path::from(path);
+            let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..Default::default() };
+            self.rt
+                .block_on(with_retry("get range", path, || async {
+                    inner.get_opts(&p, opts.clone()).await?.bytes().await
+                }))
+                .map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => missing(),
+                    e => Error::Store { op: "get range", object: path.to_string(), source: e },
+                })?
+        };
         self.count_read(bytes.len() as u64);
         Ok(bytes)
     }

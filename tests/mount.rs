@@ -83,7 +83,14 @@ fn mounted_version_equals_source() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
     make_rich_tree(&src);
+    for i in 0..100 {
+        write(&src.join(format!("many/f{i:03}")), format!("file {i}").as_bytes());
+    }
     ccfs_ok(&store, &["store", "init"]);
+    ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
+    // Two changes in a directory of 100: the mounted version reads that directory as a delta.
+    write(&src.join("many/f007"), b"changed");
+    write(&src.join("many/f150"), b"added");
     ccfs_ok(&store, &["version", "create", src.to_str().unwrap()]);
     let mut m = Mount::new(&store, &tmp.path().join("mnt"), &["--version", "latest"]);
     assert_same_tree(&src, &m.dir);

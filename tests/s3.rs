@@ -52,6 +52,9 @@ fn round_trip_incremental_checkout_and_delete_on_s3() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_rich_tree(&src);
+    for i in 0..100 {
+        write(&src.join(format!("many/f{i:03}")), format!("file {i}").as_bytes());
+    }
     s3_ok(&url, &["store", "init"]);
     std::thread::sleep(std::time::Duration::from_millis(150));
     let first = s3_ok(&url, &["version", "create", src.to_str().unwrap()]);
@@ -76,6 +79,9 @@ fn round_trip_incremental_checkout_and_delete_on_s3() {
     assert!(cat.stdout == std::fs::read(src.join("large/random.bin")).unwrap());
     // garbage collection on S3: a changed tree, the old version deleted, repacked and swept
     write(&src.join("large/random.bin"), &random_bytes(5 << 20, 99));
+    // Two changes in a directory of 100: stored as a delta from the deleted versions' tree.
+    write(&src.join("many/f007"), b"changed");
+    write(&src.join("many/f150"), b"added");
     let third = s3_ok(&url, &["version", "create", src.to_str().unwrap()]);
     let v2 = second["version"]["version_id"].as_str().unwrap();
     s3_ok(&url, &["version", "delete", v2]);
